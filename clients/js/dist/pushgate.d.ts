@@ -101,7 +101,7 @@ export declare class TypedEmitter<M> {
     private readonly listenerMap;
     /** Adds a listener; returns a function that removes it. */
     on<K extends keyof M>(event: K, listener: Listener<M[K]>): () => void;
-    /** Adds a listener that is removed after its first call. */
+    /** Adds a listener that is removed after its first call (remove it early with the returned function). */
     once<K extends keyof M>(event: K, listener: Listener<M[K]>): () => void;
     /** Removes a listener (or every listener of `event` when `listener` is omitted). */
     off<K extends keyof M>(event: K, listener?: Listener<M[K]>): void;
@@ -212,8 +212,12 @@ export interface StateChange {
     previous: ConnectionState;
 }
 export interface ClientErrorInfo {
-    /** What failed: `token`, `channel_token`, `socket`, `frame`, `subscribe`, `listener`. */
-    context: string;
+    /**
+     * What failed: `token` (getToken), `socket` (constructor / send), `frame` (unparseable
+     * server frame), `subscribe` (channel token callback failed or subscribe timed out; the
+     * channel is dropped), `listener` (an event listener threw).
+     */
+    context: 'token' | 'socket' | 'frame' | 'subscribe' | 'listener';
     error: unknown;
     channel?: string;
 }

@@ -25,7 +25,7 @@ export const CloseCode = {
  */
 export class TypedEmitter {
     constructor() {
-        this.listenerMap = {};
+        this.listenerMap = Object.create(null);
     }
     /** Adds a listener; returns a function that removes it. */
     on(event, listener) {
@@ -33,7 +33,7 @@ export class TypedEmitter {
         list.push(listener);
         return () => this.off(event, listener);
     }
-    /** Adds a listener that is removed after its first call. */
+    /** Adds a listener that is removed after its first call (remove it early with the returned function). */
     once(event, listener) {
         const off = this.on(event, (payload) => {
             off();
@@ -102,6 +102,14 @@ function optNumber(v, dflt, min = 0) {
 }
 function noop() {
     /* detached socket handler */
+}
+/**
+ * Marks a returned promise as handled, so that callers may ignore it without an
+ * unhandled-rejection warning; awaiting it still throws. Failures are also events.
+ */
+function quiet(p) {
+    p.catch(noop);
+    return p;
 }
 /**
  * pushgate client.
@@ -233,7 +241,7 @@ export class PushgateClient extends TypedEmitter {
     connect() {
         if (this.stateValue === 'open' && this.welcomeFrame)
             return Promise.resolve(this.welcomeFrame);
-        const p = new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
+        const p = quiet(new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject })));
         if (this.stateValue === 'idle' || this.stateValue === 'closed') {
             this.attempt = 0;
             this.attachEnvironment();
@@ -267,7 +275,7 @@ export class PushgateClient extends TypedEmitter {
         const id = this.nextId();
         const sentAt = this.now();
         const framesAtSend = this.framesReceived;
-        return new Promise((resolve, reject) => {
+        return quiet(new Promise((resolve, reject) => {
             const req = {
                 kind: 'ping',
                 resolve: () => resolve(this.now() - sentAt),
@@ -283,7 +291,7 @@ export class PushgateClient extends TypedEmitter {
             }, optNumber(this.opts.pingTimeoutMs, 5000, 1));
             this.pending.set(id, req);
             this.send({ type: 'ping', id });
-        });
+        }));
     }
     // ----- subscriptions -----
     /**
@@ -307,7 +315,7 @@ export class PushgateClient extends TypedEmitter {
         if (sub.confirmed && this.stateValue === 'open')
             return Promise.resolve();
         const s = sub;
-        const p = new Promise((resolve, reject) => s.waiters.push({ resolve, reject }));
+        const p = quiet(new Promise((resolve, reject) => s.waiters.push({ resolve, reject })));
         if (this.stateValue === 'open' && s.sentGen !== this.generation)
             this.sendSubscribe(s);
         return p;
@@ -621,7 +629,7 @@ export class PushgateClient extends TypedEmitter {
     }
     request(kind, frame) {
         const id = this.nextId();
-        return new Promise((resolve, reject) => {
+        return quiet(new Promise((resolve, reject) => {
             const req = { kind, resolve, reject, timer: null };
             const timeout = optNumber(this.opts.requestTimeoutMs, 10000);
             if (timeout > 0) {
@@ -632,7 +640,7 @@ export class PushgateClient extends TypedEmitter {
             }
             this.pending.set(id, req);
             this.send({ ...frame, id });
-        });
+        }));
     }
     onData(data) {
         if (typeof data !== 'string') {
@@ -832,8 +840,7 @@ export class PushgateClient extends TypedEmitter {
         const fail = (err) => {
             if (gen !== this.generation || this.subs.get(sub.channel) !== sub || sub.reqId !== id)
                 return;
-            this.emit('clientError', { context: 'channel_token', error: err, channel: sub.channel });
-            this.failSubscription(sub, err instanceof Error ? err : new Error(String(err)), true);
+            this.failSubscription(sub, err instanceof Error ? err : new Error('channel token: ' + String(err)), true);
         };
         let token;
         try {
@@ -858,9 +865,8 @@ export class PushgateClient extends TypedEmitter {
         const waiters = sub.waiters.splice(0);
         for (const w of waiters)
             w.reject(err);
-        if (report && waiters.length === 0) {
+        if (report)
             this.emit('clientError', { context: 'subscribe', error: err, channel: sub.channel });
-        }
     }
     clearTimer(sub) {
         if (sub.timer !== null)
@@ -870,7 +876,9 @@ export class PushgateClient extends TypedEmitter {
     markHandled(seq) {
         if (seq <= this.handledSeq)
             return;
-        this.pendingAcks += this.handledSeq > 0 ? seq - this.handledSeq : 1;
+        // seqs are consecutive per user, so the distance is the number of newly handled messages
+        // (an over-estimate after a resume only makes the next ack come earlier).
+        this.pendingAcks += seq - this.handledSeq;
         this.handledSeq = seq;
         if (this.pendingAcks >= optNumber(this.opts.ackBatchSize, 20, 1)) {
             this.flushAck();

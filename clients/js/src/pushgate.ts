@@ -123,7 +123,7 @@ export type Listener<T> = (payload: T) => void;
  * a listener that throws does not stop the others (see `onListenerError`).
  */
 export class TypedEmitter<M> {
-  private readonly listenerMap: { [K in keyof M]?: Listener<M[K]>[] } = {};
+  private readonly listenerMap: { [K in keyof M]?: Listener<M[K]>[] } = Object.create(null);
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof M>(event: K, listener: Listener<M[K]>): () => void {
@@ -132,7 +132,7 @@ export class TypedEmitter<M> {
     return () => this.off(event, listener);
   }
 
-  /** Adds a listener that is removed after its first call. */
+  /** Adds a listener that is removed after its first call (remove it early with the returned function). */
   once<K extends keyof M>(event: K, listener: Listener<M[K]>): () => void {
     const off = this.on(event, (payload) => {
       off();
@@ -294,8 +294,12 @@ export interface StateChange {
 }
 
 export interface ClientErrorInfo {
-  /** What failed: `token`, `channel_token`, `socket`, `frame`, `subscribe`, `listener`. */
-  context: string;
+  /**
+   * What failed: `token` (getToken), `socket` (constructor / send), `frame` (unparseable
+   * server frame), `subscribe` (channel token callback failed or subscribe timed out; the
+   * channel is dropped), `listener` (an event listener threw).
+   */
+  context: 'token' | 'socket' | 'frame' | 'subscribe' | 'listener';
   error: unknown;
   channel?: string;
 }
@@ -390,6 +394,15 @@ function optNumber(v: number | undefined, dflt: number, min = 0): number {
 
 function noop(): void {
   /* detached socket handler */
+}
+
+/**
+ * Marks a returned promise as handled, so that callers may ignore it without an
+ * unhandled-rejection warning; awaiting it still throws. Failures are also events.
+ */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(noop);
+  return p;
 }
 
 /**
@@ -517,7 +530,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
    */
   connect(): Promise<WelcomeFrame> {
     if (this.stateValue === 'open' && this.welcomeFrame) return Promise.resolve(this.welcomeFrame);
-    const p = new Promise<WelcomeFrame>((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
+    const p = quiet(new Promise<WelcomeFrame>((resolve, reject) => this.connectWaiters.push({ resolve, reject })));
     if (this.stateValue === 'idle' || this.stateValue === 'closed') {
       this.attempt = 0;
       this.attachEnvironment();
@@ -552,7 +565,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
     const id = this.nextId();
     const sentAt = this.now();
     const framesAtSend = this.framesReceived;
-    return new Promise<number>((resolve, reject) => {
+    return quiet(new Promise<number>((resolve, reject) => {
       const req: PendingRequest = {
         kind: 'ping',
         resolve: () => resolve(this.now() - sentAt),
@@ -568,7 +581,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
       }, optNumber(this.opts.pingTimeoutMs, 5000, 1));
       this.pending.set(id, req);
       this.send({ type: 'ping', id });
-    });
+    }));
   }
 
   // ----- subscriptions -----
@@ -591,7 +604,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
     if (options.getToken) sub.getToken = options.getToken;
     if (sub.confirmed && this.stateValue === 'open') return Promise.resolve();
     const s = sub;
-    const p = new Promise<void>((resolve, reject) => s.waiters.push({ resolve, reject }));
+    const p = quiet(new Promise<void>((resolve, reject) => s.waiters.push({ resolve, reject })));
     if (this.stateValue === 'open' && s.sentGen !== this.generation) this.sendSubscribe(s);
     return p;
   }
@@ -902,7 +915,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
 
   private request(kind: 'unsubscribe', frame: { type: 'unsubscribe'; channel: string }): Promise<void> {
     const id = this.nextId();
-    return new Promise<void>((resolve, reject) => {
+    return quiet(new Promise<void>((resolve, reject) => {
       const req: PendingRequest = { kind, resolve, reject, timer: null };
       const timeout = optNumber(this.opts.requestTimeoutMs, 10000);
       if (timeout > 0) {
@@ -913,7 +926,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
       }
       this.pending.set(id, req);
       this.send({ ...frame, id });
-    });
+    }));
   }
 
   private onData(data: unknown): void {
@@ -1100,8 +1113,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
     };
     const fail = (err: unknown) => {
       if (gen !== this.generation || this.subs.get(sub.channel) !== sub || sub.reqId !== id) return;
-      this.emit('clientError', { context: 'channel_token', error: err, channel: sub.channel });
-      this.failSubscription(sub, err instanceof Error ? err : new Error(String(err)), true);
+      this.failSubscription(sub, err instanceof Error ? err : new Error('channel token: ' + String(err)), true);
     };
     let token: string | undefined | null | PromiseLike<string | undefined | null>;
     try {
@@ -1122,9 +1134,7 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
     if (this.subs.get(sub.channel) === sub) this.subs.delete(sub.channel);
     const waiters = sub.waiters.splice(0);
     for (const w of waiters) w.reject(err);
-    if (report && waiters.length === 0) {
-      this.emit('clientError', { context: 'subscribe', error: err, channel: sub.channel });
-    }
+    if (report) this.emit('clientError', { context: 'subscribe', error: err, channel: sub.channel });
   }
 
   private clearTimer(sub: Subscription): void {
@@ -1134,7 +1144,9 @@ export class PushgateClient<TData = unknown> extends TypedEmitter<PushgateEventM
 
   private markHandled(seq: number): void {
     if (seq <= this.handledSeq) return;
-    this.pendingAcks += this.handledSeq > 0 ? seq - this.handledSeq : 1;
+    // seqs are consecutive per user, so the distance is the number of newly handled messages
+    // (an over-estimate after a resume only makes the next ack come earlier).
+    this.pendingAcks += seq - this.handledSeq;
     this.handledSeq = seq;
     if (this.pendingAcks >= optNumber(this.opts.ackBatchSize, 20, 1)) {
       this.flushAck();
