@@ -1,1 +1,213 @@
-//! placeholder
+//! `pushgate-gateway` as a library: a gateway node that holds client WebSocket sessions and
+//! serves the admin API. The binary (`main.rs`) only reads the command line, installs logging
+//! and calls [`start`]; tests call the same [`start`] on `127.0.0.1:0`.
+//!
+//! Layout:
+//! - [`config`]: the typed configuration and its layers (defaults, TOML, environment, flags);
+//! - [`node`]: what the node's tasks share (registry, tokens, metrics, admission, lifecycle);
+//! - [`listener`]: accept loop, admission, file limit; [`handshake`]: the HTTP upgrade;
+//! - [`session`]: the per-connection task and its shared handle (outbox, close requests);
+//! - [`registry`]: sessions by id, user and channel; [`delivery`]: fan-out to sessions;
+//! - [`heartbeat`]: the wheel that pings and times out sessions; [`drain`]: graceful exit;
+//! - [`admin`]: the admin HTTP API; [`auth`]: tokens; [`metrics`], [`telemetry`].
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod drain;
+pub mod handshake;
+pub mod heartbeat;
+pub mod listener;
+pub mod metrics;
+pub mod node;
+pub mod registry;
+pub mod session;
+pub mod telemetry;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use crate::config::{Config, ConfigError, Mode};
+use crate::{auth::Auth, node::Node};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot load or create the token secret in {dir}: {source}")]
+    Secret {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cluster mode is not available in this build yet; unset PUSHGATE_MYSQL_URL, PUSHGATE_REDIS_URL and PUSHGATE_AMQP_URL for standalone mode"
+    )]
+    ClusterUnavailable,
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The process exit code: 64 (`EX_USAGE`) for configuration errors, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) | Self::ClusterUnavailable => 64,
+            _ => 1,
+        }
+    }
+}
+
+/// The bound client and admin listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    pub client: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        let bind = |addr: SocketAddr| {
+            listener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+        };
+        Ok(Self {
+            client: bind(config.listen)?,
+            admin: bind(config.admin_listen)?,
+        })
+    }
+}
+
+/// A running gateway node.
+#[derive(Debug)]
+pub struct Gateway {
+    node: Arc<Node>,
+    pub client_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The default node id: hostname plus a short random suffix.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pushgate".to_owned());
+    format!("{host}-{:04x}", rand::random::<u16>())
+}
+
+/// Starts a node on `listeners`. `socket_budget` is how many client sockets the file limit
+/// allows (see [`listener::raise_file_limit`]).
+pub fn start(
+    config: Config,
+    listeners: Listeners,
+    socket_budget: u64,
+) -> Result<Gateway, StartError> {
+    if let Mode::Cluster { .. } = config.mode()? {
+        return Err(StartError::ClusterUnavailable);
+    }
+    let auth = Auth::load(
+        config.jwt_secret.as_deref(),
+        &config.data_dir,
+        config.token_leeway,
+    )
+    .map_err(|source| StartError::Secret {
+        dir: config.data_dir.clone(),
+        source,
+    })?;
+    let (max_connections, overflow) =
+        listener::connection_budget(config.max_connections, socket_budget);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            allowed = max_connections,
+            "max_connections lowered to fit the open-file limit"
+        );
+    }
+    let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
+    let client_addr = listeners
+        .client
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let admin_addr = listeners
+        .admin
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let node = Node::new(config, node_id, auth, max_connections, overflow);
+    let prometheus = metrics::install();
+    ::metrics::gauge!(metrics::CONNECTION_LIMIT).set(max_connections as f64);
+    ::metrics::gauge!(metrics::DRAINING).set(0.0);
+
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(listener::accept_loop(
+        node.clone(),
+        listeners.client,
+        stop.clone(),
+        tasks.clone(),
+    ));
+    tasks.spawn(heartbeat::run(node.clone(), stop.clone()));
+    tasks.spawn(admin::serve(
+        listeners.admin,
+        admin::router(node.clone(), prometheus.clone()),
+        stop.clone(),
+    ));
+    let upkeep = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = metrics::upkeep(prometheus, Duration::from_secs(5)) => {}
+            () = upkeep.cancelled() => {}
+        }
+    });
+    tracing::info!(
+        node = %node.node_id,
+        client = %client_addr,
+        admin = %admin_addr,
+        max_connections,
+        heartbeat_s = node.config.heartbeat_s(),
+        "gateway started (standalone)"
+    );
+    Ok(Gateway {
+        node,
+        client_addr,
+        admin_addr,
+        stop,
+        tasks,
+    })
+}
+
+impl Gateway {
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Starts the drain (SIGTERM); returns false when it had already started.
+    pub fn drain(&self) -> bool {
+        drain::start(&self.node)
+    }
+
+    /// Waits until the drain has finished, then stops the listeners and background tasks.
+    pub async fn drained(&self) {
+        self.node.lifecycle.drained.cancelled().await;
+        self.stop.cancel();
+        self.tasks.close();
+    }
+
+    /// Stops accepting and serving at once (tests, fatal errors); sessions are dropped.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}

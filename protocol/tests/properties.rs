@@ -1,5 +1,6 @@
 //! Property tests of the wire contract: what is encoded decodes to the same thing, and no
 //! decoder panics on arbitrary input.
+#![allow(clippy::unwrap_used)]
 
 use std::borrow::Cow;
 

@@ -1,0 +1,272 @@
+//! The admin listener (SPEC §7): `/metrics`, `/healthz`, `/readyz`, `POST /v1/publish`, presence
+//! and disconnect of this node's users, `POST /v1/drain`. Every `/v1` route needs the API key
+//! when one is configured; without one (standalone) only loopback peers may call them.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use metrics::counter;
+use metrics_exporter_prometheus::PrometheusHandle;
+use pushgate_dispatcher::Message;
+use pushgate_protocol::{CloseCode, Envelope, EnvelopeError, Target, UserId, now_ms};
+use serde_json::json;
+
+use crate::{
+    delivery, drain,
+    metrics::{PUBLISH_REFUSALS, PUBLISHED},
+    node::Node,
+    session::CloseRequest,
+};
+
+/// Room in a publish body beyond `data`: 1000 user ids of 128 characters and the envelope keys.
+const ENVELOPE_OVERHEAD_BYTES: usize = 160 * 1024;
+
+#[derive(Clone)]
+struct AdminState {
+    node: Arc<Node>,
+    metrics: PrometheusHandle,
+}
+
+/// An error answer: status and `{"error","message"}` (plus `field` for envelopes).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error, "message": self.message });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<EnvelopeError> for ApiError {
+    fn from(e: EnvelopeError) -> Self {
+        let status = if matches!(e, EnvelopeError::DataTooLarge { .. }) {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_envelope"
+        };
+        Self {
+            status,
+            error,
+            message: e.to_string(),
+            field: e.field().map(str::to_owned),
+        }
+    }
+}
+
+/// The admin router.
+pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
+    let body_limit = node.config.max_data_bytes + ENVELOPE_OVERHEAD_BYTES;
+    let state = AdminState { node, metrics };
+    let api = Router::new()
+        .route("/v1/publish", post(publish))
+        .route("/v1/users/{user}/presence", get(presence))
+        .route("/v1/users/{user}/disconnect", post(disconnect))
+        .route("/v1/drain", post(start_drain))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(ready))
+        .merge(api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "unknown path") })
+        .with_state(state)
+}
+
+/// Serves the router until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+async fn require_key(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match &state.node.config.api_key {
+        Some(key) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                });
+            if given.map(str::trim) != Some(key.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong API key",
+                ));
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "no API key is configured; the admin API answers loopback only",
+            ));
+        }
+        None => {}
+    }
+    Ok(next.run(request).await)
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    let node = &state.node;
+    node.metrics.sessions.set(node.registry.len() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    if state.node.lifecycle.is_draining() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "node is draining",
+        )
+        .into_response();
+    }
+    Json(json!({ "status": "ready", "sessions": state.node.registry.len() })).into_response()
+}
+
+async fn publish(
+    State(state): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let refuse = |e: ApiError| {
+        counter!(PUBLISH_REFUSALS, "error" => e.error).increment(1);
+        e
+    };
+    let body = body.map_err(|r| {
+        refuse(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body too large",
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_envelope", r.body_text())
+        })
+    })?;
+    let node = &state.node;
+    let envelope = Envelope::decode(&body, &node.envelope_limits).map_err(|e| refuse(e.into()))?;
+    let message = Message::accept(envelope, now_ms());
+    let target = match message.to {
+        Target::Users(_) => "users",
+        Target::Channel(_) => "channel",
+        Target::All => "all",
+    };
+    let delivered = delivery::deliver(node, &message, None);
+    counter!(PUBLISHED, "target" => target).increment(1);
+    tracing::debug!(id = %message.id, target, queued = delivered.queued, "published");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": message.id }))).into_response())
+}
+
+fn user_param(user: &str) -> Result<UserId, ApiError> {
+    UserId::new(user)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_user", format!("user id {e}")))
+}
+
+async fn presence(
+    State(state): State<AdminState>,
+    Path(user): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = user_param(&user)?;
+    let node = &state.node;
+    let sessions: Vec<_> = node
+        .registry
+        .user_sessions(user.as_str())
+        .iter()
+        .map(|s| {
+            let shared = s.shared();
+            json!({
+                "session": s.id_string(),
+                "node": node.node_id,
+                "device": shared.device.as_ref().map(|d| d.as_str()),
+                "since": shared.since_ms,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "user": user.as_str(), "online": !sessions.is_empty(), "sessions": sessions }),
+    ))
+}
+
+async fn disconnect(
+    State(state): State<AdminState>,
+    Path(user): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = user_param(&user)?;
+    let sessions = state.node.registry.user_sessions(user.as_str());
+    let closed = sessions
+        .iter()
+        .filter(|s| {
+            s.request_close(CloseRequest::new(
+                CloseCode::AdminDisconnect,
+                "disconnected by the admin API",
+            ))
+        })
+        .count();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "sessions": closed }))).into_response())
+}
+
+async fn start_drain(State(state): State<AdminState>) -> Response {
+    let started = drain::start(&state.node);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "draining": true, "started": started })),
+    )
+        .into_response()
+}

@@ -1,0 +1,189 @@
+//! The upgrade of a client connection (SPEC §3): read the request head under a size limit (the
+//! caller bounds the time), refuse it with the right status and JSON body in the SPEC's order —
+//! 404 path, 400 not an upgrade or bad query, 503 full or draining, 403 origin, 401 token — or
+//! answer `101 Switching Protocols`.
+
+use std::borrow::Cow;
+
+use metrics::counter;
+use pushgate_protocol::{
+    SessionClaims,
+    handshake::{Refusal, Request, accept_response, parse_request},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::{auth::TokenError, metrics::HANDSHAKE_REFUSALS, node::Node};
+
+/// Largest request head accepted; a long token in the query still fits several times over.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// `Retry-After` of a 503: long enough for the load balancer to pick another node.
+pub const RETRY_AFTER_S: u32 = 5;
+
+/// What the client upgraded to.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// A pushgate session (`/ws`).
+    Client {
+        claims: SessionClaims,
+        last_seq: Option<u64>,
+    },
+    /// The conformance echo endpoint (`/echo`).
+    Echo,
+}
+
+/// A completed upgrade.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub upgrade: Upgrade,
+    /// Bytes the client sent behind its request head (its first frames, if it did not wait).
+    pub pipelined: Vec<u8>,
+}
+
+/// Why a connection did not become a session.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("refused with {status}: {error}")]
+    Refused { status: u16, error: &'static str },
+    #[error("connection closed during the handshake")]
+    Closed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the request and answers it. `full` says admission is over its limit.
+pub async fn handshake(
+    node: &Node,
+    stream: &mut TcpStream,
+    full: bool,
+) -> Result<Upgraded, HandshakeError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        let decision = match parse_request(&buf) {
+            Ok(None) if buf.len() >= MAX_REQUEST_BYTES => {
+                Err(Refusal::bad_request("request head too large"))
+            }
+            Ok(None) => continue,
+            Ok(Some(request)) => {
+                decide(node, &request, full).map(|(upgrade, key)| (upgrade, key, request.head_len))
+            }
+            Err(refusal) => Err(refusal),
+        };
+        return match decision {
+            Ok((upgrade, key, head_len)) => {
+                stream.write_all(&accept_response(&key)).await?;
+                Ok(Upgraded {
+                    upgrade,
+                    pipelined: buf[head_len..].to_vec(),
+                })
+            }
+            Err(refusal) => {
+                counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error)
+                    .increment(1);
+                stream.write_all(&refusal.to_response()).await?;
+                let _ = stream.shutdown().await;
+                Err(HandshakeError::Refused {
+                    status: refusal.status,
+                    error: refusal.error,
+                })
+            }
+        };
+    }
+}
+
+/// The checks of SPEC §3, in its order. Returns the upgrade and the client's key.
+fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<(Upgrade, String), Refusal> {
+    let echo = match request.path {
+        "/ws" => false,
+        "/echo" if node.config.echo_route => true,
+        _ => return Err(Refusal::not_found()),
+    };
+    let key = request.websocket_key()?.to_owned();
+    let last_seq = request.last_seq()?;
+    let token = request.token()?;
+    if node.lifecycle.is_draining() {
+        return Err(Refusal::unavailable(
+            "draining",
+            "node is draining; reconnect to another node",
+            RETRY_AFTER_S,
+        ));
+    }
+    if full {
+        return Err(Refusal::unavailable(
+            "node_full",
+            "node is at its connection limit",
+            RETRY_AFTER_S,
+        ));
+    }
+    if !origin_allowed(&node.config.allowed_origins, request.origin) {
+        return Err(Refusal::forbidden_origin());
+    }
+    if echo {
+        return Ok((Upgrade::Echo, key));
+    }
+    let token = token.ok_or_else(|| Refusal::unauthorized("missing token"))?;
+    let claims = node.auth.verify_session(&token).map_err(|e| {
+        Refusal::unauthorized(match e {
+            TokenError::Expired => Cow::Borrowed("token expired"),
+            other => Cow::Owned(other.to_string()),
+        })
+    })?;
+    Ok((Upgrade::Client { claims, last_seq }, key))
+}
+
+/// Browsers send `Origin`; other clients usually do not and are not subject to the list. An
+/// empty list allows every origin. Patterns are exact origins or `scheme://*.domain`.
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin else { return true };
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|pattern| origin_matches(pattern, origin))
+}
+
+fn origin_matches(pattern: &str, origin: &str) -> bool {
+    if pattern.eq_ignore_ascii_case(origin) {
+        return true;
+    }
+    let (Some((p_scheme, p_host)), Some((o_scheme, o_host))) =
+        (pattern.split_once("://"), origin.split_once("://"))
+    else {
+        return false;
+    };
+    let Some(suffix) = p_host.strip_prefix("*.") else {
+        return false;
+    };
+    let o_host = o_host.to_ascii_lowercase();
+    let suffix = suffix.to_ascii_lowercase();
+    p_scheme.eq_ignore_ascii_case(o_scheme)
+        && o_host.len() > suffix.len() + 1
+        && o_host.ends_with(&format!(".{suffix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain() {
+        let list = vec![
+            "https://app.example".to_owned(),
+            "https://*.example.org".to_owned(),
+        ];
+        assert!(origin_allowed(&list, None));
+        assert!(origin_allowed(&[], Some("https://evil.example")));
+        assert!(origin_allowed(&list, Some("https://app.example")));
+        assert!(origin_allowed(&list, Some("HTTPS://APP.EXAMPLE")));
+        assert!(origin_allowed(&list, Some("https://a.b.example.org")));
+        assert!(!origin_allowed(&list, Some("https://example.org")));
+        assert!(!origin_allowed(&list, Some("http://a.example.org")));
+        assert!(!origin_allowed(&list, Some("https://badexample.org")));
+        assert!(!origin_allowed(&list, Some("https://evil.example")));
+        assert!(!origin_allowed(&list, Some("null")));
+    }
+}

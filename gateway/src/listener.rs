@@ -1,0 +1,180 @@
+//! The client listener: accepting connections under admission control, backing off on accept
+//! errors such as EMFILE instead of spinning, bounding the handshake in time, and running each
+//! admitted connection as a session task until it ends.
+
+use std::{sync::Arc, time::Duration};
+
+use metrics::counter;
+use pushgate_protocol::{ServerFrame, UserId, now_ms};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    handshake::{Upgrade, handshake},
+    metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
+    node::{Entry, Node},
+    session::{ClientState, Role, Session, SessionHandle},
+};
+
+/// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`);
+/// reconnect storms arrive faster than one accept loop drains them.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// File descriptors kept out of the connection budget: listeners, the data dir, backend
+/// connections, stdio.
+pub const RESERVED_FDS: u64 = 128;
+
+/// Binds a listener with `SO_REUSEADDR` and a deep backlog.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns how many client connections
+/// the limit leaves room for.
+pub fn raise_file_limit() -> u64 {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    limit.saturating_sub(RESERVED_FDS)
+}
+
+/// Splits a socket budget into admitted sessions and the overflow band answered with 503.
+pub fn connection_budget(configured: usize, sockets: u64) -> (usize, usize) {
+    let sockets = usize::try_from(sockets).unwrap_or(usize::MAX);
+    let overflow = (sockets / 50).clamp(8, 1024);
+    let max = configured.min(sockets.saturating_sub(overflow)).max(1);
+    (max, overflow)
+}
+
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accepts until `stop` is cancelled.
+pub async fn accept_loop(
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                backoff = Duration::ZERO;
+                let entry = node.admit();
+                if matches!(entry, Entry::Shed) {
+                    counter!(ACCEPT_ERRORS, "kind" => "shed").increment(1);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                tasks.spawn(serve(node.clone(), stream, entry));
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                counter!(ACCEPT_ERRORS, "kind" => "resources").increment(1);
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                counter!(ACCEPT_ERRORS, "kind" => "other").increment(1);
+                tracing::debug!(error = %e, "accept failed");
+            }
+        }
+    }
+}
+
+/// One connection: handshake under the timeout, then the session.
+async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
+    let started = std::time::Instant::now();
+    let (permit, full) = match entry {
+        Entry::Admitted(permit) => (permit, false),
+        Entry::Full(permit) => (permit, true),
+        Entry::Shed => return,
+    };
+    // Boxed so that the handshake's buffers and timer are not part of every session's future.
+    let upgraded = Box::pin(tokio::time::timeout(
+        node.config.handshake_timeout,
+        handshake(&node, &mut stream, full),
+    ))
+    .await;
+    let upgraded = match upgraded {
+        Ok(Ok(upgraded)) => upgraded,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake did not complete");
+            return;
+        }
+        Err(_) => {
+            counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
+            return;
+        }
+    };
+    node.metrics
+        .handshake_seconds
+        .record(started.elapsed().as_secs_f64());
+    match upgraded.upgrade {
+        Upgrade::Client { claims, last_seq } => {
+            let now = node.clock.now_ms();
+            let handle = SessionHandle::new(
+                node.registry.next_id(),
+                claims.sub,
+                claims.dev,
+                now_ms(),
+                claims.exp,
+                now,
+            );
+            let cursor = last_seq.unwrap_or(0);
+            let shared = handle.shared();
+            let welcome = ServerFrame::Welcome {
+                session: handle.id_string().into(),
+                node: node.node_id.as_str().into(),
+                user: shared.user.as_str().into(),
+                heartbeat_s: node.config.heartbeat_s(),
+                last_seq: cursor,
+            }
+            .encode();
+            node.registry.insert(&handle);
+            node.metrics.sessions.increment(1.0);
+            node.metrics.connects.increment(1);
+            let role = Role::Client(ClientState::new(claims.chs, cursor));
+            let session = Session::new(node.clone(), handle.clone(), stream, role, Some(welcome));
+            let (channels, ending) = session.run(&upgraded.pipelined).await;
+            node.registry.remove(&handle, &channels);
+            node.metrics
+                .channels
+                .set(node.registry.channel_count() as f64);
+            node.metrics.sessions.decrement(1.0);
+            node.metrics.closed(ending.server_code, ending.client_code);
+            tracing::debug!(session = %handle.id_string(), user = %handle.shared().user, ?ending, "session ended");
+        }
+        Upgrade::Echo => {
+            let user = UserId::new("echo").expect("a valid user id");
+            let handle = SessionHandle::new(
+                node.registry.next_id(),
+                user,
+                None,
+                now_ms(),
+                0,
+                node.clock.now_ms(),
+            );
+            let session = Session::new(node.clone(), handle, stream, Role::Echo, None);
+            let (_, ending) = session.run(&upgraded.pipelined).await;
+            node.metrics.closed(ending.server_code, ending.client_code);
+        }
+    }
+    drop(permit);
+}

@@ -1,0 +1,126 @@
+//! The gateway's metrics: every name in one place (all start with `pushgate_`), the Prometheus
+//! recorder behind `/metrics`, and pre-registered handles for the hot paths so that delivering a
+//! frame does not look a metric up by name.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pushgate_protocol::CloseCode;
+
+pub const SESSIONS: &str = "pushgate_sessions";
+pub const CONNECTIONS: &str = "pushgate_connections";
+pub const CONNECTION_LIMIT: &str = "pushgate_connection_limit";
+pub const CONNECTS: &str = "pushgate_connects_total";
+pub const HANDSHAKE_REFUSALS: &str = "pushgate_handshake_refusals_total";
+pub const HANDSHAKE_FAILURES: &str = "pushgate_handshake_failures_total";
+pub const CLOSES: &str = "pushgate_closes_total";
+pub const FRAMES_IN: &str = "pushgate_frames_in_total";
+pub const FRAMES_OUT: &str = "pushgate_frames_out_total";
+pub const BYTES_OUT: &str = "pushgate_bytes_out_total";
+pub const PUBLISHED: &str = "pushgate_messages_published_total";
+pub const PUBLISH_REFUSALS: &str = "pushgate_publish_refusals_total";
+pub const DELIVERIES: &str = "pushgate_deliveries_total";
+pub const DROPS: &str = "pushgate_drops_total";
+pub const OUTBOX_FRAMES: &str = "pushgate_outbox_frames";
+pub const CHANNELS: &str = "pushgate_channels";
+pub const ACCEPT_ERRORS: &str = "pushgate_accept_errors_total";
+pub const DRAINING: &str = "pushgate_draining";
+pub const HANDSHAKE_SECONDS: &str = "pushgate_handshake_duration_seconds";
+pub const DELIVERY_SECONDS: &str = "pushgate_delivery_latency_seconds";
+
+/// Latency buckets from 100 µs to 10 s: deliveries on one node take well under a millisecond;
+/// the upper buckets catch slow consumers and overload.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then /metrics stays empty
+            // rather than taking the process down.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Keeps histograms bounded between scrapes.
+pub async fn upkeep(handle: PrometheusHandle, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// Handles for the counters the per-session paths touch.
+#[derive(Clone)]
+pub struct Metrics {
+    pub sessions: Gauge,
+    pub connections: Gauge,
+    pub connects: Counter,
+    pub frames_out: Counter,
+    pub bytes_out: Counter,
+    pub outbox_frames: Gauge,
+    pub channels: Gauge,
+    pub handshake_seconds: Histogram,
+    pub delivery_seconds: Histogram,
+    pub drops_overflow: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            sessions: gauge!(SESSIONS),
+            connections: gauge!(CONNECTIONS),
+            connects: counter!(CONNECTS),
+            frames_out: counter!(FRAMES_OUT),
+            bytes_out: counter!(BYTES_OUT),
+            outbox_frames: gauge!(OUTBOX_FRAMES),
+            channels: gauge!(CHANNELS),
+            handshake_seconds: histogram!(HANDSHAKE_SECONDS),
+            delivery_seconds: histogram!(DELIVERY_SECONDS),
+            drops_overflow: counter!(DROPS, "reason" => "outbox_full"),
+        }
+    }
+
+    /// A session ended with `code`, closed by the server or the client.
+    pub fn closed(&self, code: Option<CloseCode>, client_code: Option<u16>) {
+        let (code, by) = match (code, client_code) {
+            (Some(code), _) => (code.label().to_owned(), "server"),
+            (None, Some(c)) => (c.to_string(), "client"),
+            (None, None) => ("1006".to_owned(), "network"),
+        };
+        counter!(CLOSES, "code" => code, "by" => by).increment(1);
+    }
+
+    /// A client frame of `kind` arrived.
+    pub fn frame_in(&self, kind: &'static str) {
+        counter!(FRAMES_IN, "type" => kind).increment(1);
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics { .. }")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

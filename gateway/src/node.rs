@@ -1,0 +1,175 @@
+//! The state one gateway node shares between its listener, sessions, heartbeat wheel, drain and
+//! admin API, behind one `Arc<Node>`: configuration, the registry, tokens, metrics, the node
+//! clock, admission and the lifecycle (draining, drained).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use pushgate_protocol::{EnvelopeLimits, now_ms};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::Auth, config::Config, metrics::Metrics, registry::Registry, session::OutboxLimits,
+};
+
+/// A monotonic millisecond clock for liveness and latency. Cheap to read; starts at 1 so that 0
+/// can mean "never" in atomics.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now() - Duration::from_millis(1),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Admission control: counts open client sockets (handshakes and sessions) against the limit.
+#[derive(Debug)]
+pub struct Admission {
+    open: AtomicUsize,
+    /// Sessions admitted.
+    pub max: usize,
+    /// Extra sockets accepted only to answer 503: beyond `max + overflow` a connection is
+    /// closed at once, so a flood cannot exhaust file descriptors.
+    pub overflow: usize,
+}
+
+/// What admission decided for a new socket.
+#[derive(Debug)]
+pub enum Entry {
+    Admitted(Permit),
+    /// Over the limit: answer 503.
+    Full(Permit),
+    /// Far over the limit: close at once.
+    Shed,
+}
+
+/// Holds one admission slot until dropped.
+#[derive(Debug)]
+pub struct Permit {
+    node: Arc<Node>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.node.admission.open.fetch_sub(1, Ordering::Relaxed);
+        self.node.metrics.connections.decrement(1.0);
+    }
+}
+
+impl Admission {
+    pub fn new(max: usize, overflow: usize) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            max,
+            overflow,
+        }
+    }
+
+    /// Open client sockets.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Drain and exit signals.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+    /// Cancelled when the drain has finished (every session closed, or the deadline passed).
+    pub drained: CancellationToken,
+}
+
+impl Lifecycle {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the node as draining; returns false if it already was.
+    pub fn begin_drain(&self) -> bool {
+        !self.draining.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// Everything a node shares.
+#[derive(Debug)]
+pub struct Node {
+    pub config: Config,
+    pub node_id: String,
+    pub registry: Registry,
+    pub auth: Auth,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    pub admission: Admission,
+    pub lifecycle: Lifecycle,
+    pub outbox_limits: OutboxLimits,
+    pub envelope_limits: EnvelopeLimits,
+    /// Wall-clock start, ms since the Unix epoch.
+    pub started_ms: u64,
+}
+
+impl Node {
+    pub fn new(
+        config: Config,
+        node_id: String,
+        auth: Auth,
+        max_connections: usize,
+        overflow: usize,
+    ) -> Arc<Self> {
+        let outbox_limits = OutboxLimits {
+            max_frames: config.outbox_max_frames,
+            max_bytes: config.outbox_max_bytes,
+        };
+        let envelope_limits = EnvelopeLimits {
+            max_data_bytes: config.max_data_bytes,
+            ..EnvelopeLimits::default()
+        };
+        Arc::new(Self {
+            config,
+            node_id,
+            registry: Registry::new(),
+            auth,
+            metrics: Metrics::new(),
+            clock: Clock::new(),
+            admission: Admission::new(max_connections, overflow),
+            lifecycle: Lifecycle::default(),
+            outbox_limits,
+            envelope_limits,
+            started_ms: now_ms(),
+        })
+    }
+
+    /// Admits a new client socket, or says it must be refused.
+    pub fn admit(self: &Arc<Self>) -> Entry {
+        let open = self.admission.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.connections.increment(1.0);
+        let permit = Permit { node: self.clone() };
+        if open <= self.admission.max {
+            Entry::Admitted(permit)
+        } else if open <= self.admission.max + self.admission.overflow {
+            Entry::Full(permit)
+        } else {
+            drop(permit);
+            Entry::Shed
+        }
+    }
+}

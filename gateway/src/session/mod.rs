@@ -1,0 +1,584 @@
+//! The session task: one per connection, owning its socket, reading and writing in one poll
+//! loop (no split, no second task, no lock across an await).
+//!
+//! Memory is the design constraint (100k sessions per node): an idle session holds its socket,
+//! this struct and its [`SessionHandle`] — no read buffer (reads land in a per-thread scratch
+//! buffer and only an incomplete frame is copied out), no write buffer (queued frames are shared
+//! `Bytes`, written with one vectored write, and the queue's allocation is released once it is
+//! empty), no timer (the heartbeat wheel watches liveness from outside), no tracing span.
+
+mod handle;
+mod rate;
+
+use std::{
+    borrow::Cow,
+    cell::RefCell,
+    collections::VecDeque,
+    future::poll_fn,
+    io::{self, IoSlice},
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+pub use handle::{
+    CloseRequest, Outbound, OutboxEvent, OutboxLimits, Pushed, SessionHandle, SessionId,
+};
+use pushgate_protocol::{
+    ChannelName, ChannelPattern, ClientFrame, ClientRequest, CloseCode, ErrorCode, ServerFrame,
+    ws::{self, Assembler, Message, OpCode, Violation},
+};
+use rate::{RateBucket, Verdict};
+use tokio::net::TcpStream;
+
+use crate::node::Node;
+
+/// Per-thread buffer that socket reads land in; only the bytes of an incomplete frame are
+/// copied out of it into the session. 16 KiB holds a burst of small client frames.
+const SCRATCH_BYTES: usize = 16 * 1024;
+/// Frames handed to one vectored write (Linux takes up to 1024; 64 covers a busy batch).
+const MAX_IOV: usize = 64;
+/// Poll rounds before the task yields to others.
+const ROUNDS_PER_POLL: usize = 32;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
+
+/// What the session does with client messages.
+#[derive(Debug)]
+pub enum Role {
+    /// A pushgate client (`/ws`).
+    Client(ClientState),
+    /// The conformance echo endpoint (`/echo`): every data message is sent back.
+    Echo,
+}
+
+/// State of a `/ws` session beyond its handle.
+#[derive(Debug)]
+pub struct ClientState {
+    /// Channel patterns of the session token.
+    patterns: Box<[ChannelPattern]>,
+    subscriptions: Vec<ChannelName>,
+    /// Highest durable `seq` this session was sent (or its resume cursor); acks above it are
+    /// refused, and live frames at or below it are duplicates.
+    last_seq_sent: u64,
+}
+
+impl ClientState {
+    pub fn new(patterns: Vec<ChannelPattern>, cursor: u64) -> Self {
+        Self {
+            patterns: patterns.into_boxed_slice(),
+            subscriptions: Vec::new(),
+            last_seq_sent: cursor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Our Close frame is queued or sent; `peer_closed` once the client's Close arrived.
+    Closing {
+        peer_closed: bool,
+    },
+    Done,
+}
+
+/// How a session ended, for metrics and logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ending {
+    /// The code the server closed with.
+    pub server_code: Option<CloseCode>,
+    /// The code the client closed with, when it closed first.
+    pub client_code: Option<u16>,
+}
+
+pub struct Session {
+    node: Arc<Node>,
+    handle: SessionHandle,
+    stream: TcpStream,
+    role: Role,
+    /// Frames being written; `written` bytes of the front one are already out.
+    writing: VecDeque<Outbound>,
+    written: usize,
+    /// Bytes of an incomplete inbound frame; empty (unallocated) between frames.
+    leftover: Vec<u8>,
+    assembler: Assembler,
+    rate: RateBucket,
+    phase: Phase,
+    ending: Ending,
+    max_message: usize,
+}
+
+impl Session {
+    /// A session that starts by writing `first` (the welcome frame) and then reads `pipelined`
+    /// (bytes the client sent right behind its upgrade request).
+    pub fn new(
+        node: Arc<Node>,
+        handle: SessionHandle,
+        stream: TcpStream,
+        role: Role,
+        first: Option<Bytes>,
+    ) -> Self {
+        let now = node.clock.now_ms();
+        let max_message = match role {
+            Role::Client(_) => node.config.max_frame_bytes,
+            Role::Echo => node.config.echo_max_message_bytes,
+        };
+        let rate = RateBucket::full(node.config.client_rate_burst, now);
+        let mut writing = VecDeque::new();
+        if let Some(frame) = first {
+            writing.push_back(Outbound::control(frame));
+        }
+        Self {
+            node,
+            handle,
+            stream,
+            role,
+            writing,
+            written: 0,
+            leftover: Vec::new(),
+            assembler: Assembler::default(),
+            rate,
+            phase: Phase::Open,
+            ending: Ending::default(),
+            max_message,
+        }
+    }
+
+    pub fn handle(&self) -> &SessionHandle {
+        &self.handle
+    }
+
+    /// Runs the session to its end; returns its channels (to unregister) and how it ended.
+    pub async fn run(mut self, pipelined: &[u8]) -> (Vec<ChannelName>, Ending) {
+        if !pipelined.is_empty() {
+            let mut bytes = pipelined.to_vec();
+            match self.process(&mut bytes) {
+                Ok(used) if used < bytes.len() => self.leftover = bytes[used..].to_vec(),
+                Ok(_) => {}
+                Err(v) => self.violation(v),
+            }
+        }
+        poll_fn(|cx| self.poll(cx)).await;
+        let channels = match self.role {
+            Role::Client(state) => state.subscriptions,
+            Role::Echo => Vec::new(),
+        };
+        (channels, self.ending)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            let mut progressed = false;
+
+            // 1. Close requests always; frames only once the previous batch is written.
+            let take = self.phase == Phase::Open && self.writing.is_empty();
+            if let Poll::Ready(event) = self.handle.poll_outbox(cx, &mut self.writing, take) {
+                progressed = true;
+                match event {
+                    OutboxEvent::Frames(taken) => self.accept_taken(taken),
+                    OutboxEvent::Close(request) => self.begin_close(request),
+                    OutboxEvent::Abort => self.phase = Phase::Done,
+                    OutboxEvent::Idle => {}
+                }
+            }
+
+            // 2. Write what is queued.
+            if !self.writing.is_empty() && self.phase != Phase::Done {
+                match self.stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.write_some() {
+                        Ok(()) => progressed = true,
+                        Err(_) => self.phase = Phase::Done,
+                    },
+                    Poll::Ready(Err(_)) => self.phase = Phase::Done,
+                    Poll::Pending => self.handle.stalled(Some(self.node.clock.now_ms())),
+                }
+            }
+            if self.writing.is_empty() && self.phase == (Phase::Closing { peer_closed: true }) {
+                self.phase = Phase::Done;
+            }
+
+            // 3. Read, unless replies are piling up behind a client that does not read.
+            if self.phase != Phase::Done && self.writing.len() < self.node.outbox_limits.max_frames
+            {
+                match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.read_some() {
+                        Ok(()) => progressed = true,
+                        Err(_) => self.phase = Phase::Done,
+                    },
+                    Poll::Ready(Err(_)) => self.phase = Phase::Done,
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.phase == Phase::Done {
+                return Poll::Ready(());
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Writing
+    // -----------------------------------------------------------------------------------------
+
+    /// One vectored write of the queued frames. `Ok` also on `WouldBlock` (the readiness is
+    /// then cleared and the next poll registers for it).
+    fn write_some(&mut self) -> io::Result<()> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let mut count = 0;
+        for (i, out) in self.writing.iter().take(MAX_IOV).enumerate() {
+            let from = if i == 0 { self.written } else { 0 };
+            slices[i] = IoSlice::new(&out.frame[from..]);
+            count += 1;
+        }
+        let mut n = match self.stream.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.handle.stalled(None);
+        self.node.metrics.bytes_out.increment(n as u64);
+        let mut frames = 0;
+        let mut oldest_born = u64::MAX;
+        while let Some(front) = self.writing.front() {
+            let rest = front.frame.len() - self.written;
+            if n < rest {
+                self.written += n;
+                break;
+            }
+            n -= rest;
+            self.written = 0;
+            if front.born_ms > 0 {
+                oldest_born = oldest_born.min(front.born_ms);
+            }
+            self.writing.pop_front();
+            frames += 1;
+        }
+        self.node.metrics.frames_out.increment(frames);
+        if oldest_born != u64::MAX {
+            let age = self.node.clock.now_ms().saturating_sub(oldest_born);
+            self.node
+                .metrics
+                .delivery_seconds
+                .record(age as f64 / 1000.0);
+        }
+        if self.writing.is_empty() && self.writing.capacity() > 0 {
+            // Release the queue's allocation: idle sessions hold none.
+            self.writing = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Frames just taken from the outbox: durable duplicates (at or below the cursor) are
+    /// dropped, the cursor moves to the highest `seq` sent.
+    fn accept_taken(&mut self, taken: usize) {
+        self.node.metrics.outbox_frames.decrement(taken as f64);
+        if let Role::Client(state) = &mut self.role
+            && self.writing.iter().any(|o| o.seq > 0)
+        {
+            let mut last = state.last_seq_sent;
+            self.writing.retain(|o| {
+                if o.seq == 0 {
+                    return true;
+                }
+                if o.seq <= last {
+                    return false;
+                }
+                last = o.seq;
+                true
+            });
+            state.last_seq_sent = last;
+        }
+    }
+
+    fn reply(&mut self, frame: Bytes) {
+        self.writing.push_back(Outbound::control(frame));
+    }
+
+    fn reply_error(&mut self, code: ErrorCode, message: Cow<'_, str>, id: Option<&str>) {
+        self.node.metrics.frame_in("refused");
+        let frame = ServerFrame::Error {
+            code,
+            message,
+            id: id.map(Cow::Borrowed),
+        };
+        self.reply(frame.encode());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Closing
+    // -----------------------------------------------------------------------------------------
+
+    fn begin_close(&mut self, request: CloseRequest) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        self.ending.server_code = Some(request.code);
+        if request.code == CloseCode::SlowConsumer {
+            // The socket is not draining: keep only a frame already partly written.
+            self.writing.truncate(usize::from(self.written > 0));
+        }
+        if let Some(after_ms) = request.reconnect_after_ms {
+            self.reply(ServerFrame::Reconnect { after_ms }.encode());
+        }
+        self.reply(ws::close_frame(request.code.as_u16(), request.reason));
+        self.phase = Phase::Closing { peer_closed: false };
+        self.handle.closing(self.node.clock.now_ms());
+    }
+
+    fn violation(&mut self, v: Violation) {
+        self.begin_close(CloseRequest::new(v.code, v.reason));
+    }
+
+    fn on_client_close(&mut self, frame: Option<(u16, &str)>) {
+        match self.phase {
+            Phase::Open => {
+                let code = frame.map_or(1000, |(code, _)| code);
+                self.ending.client_code = Some(frame.map_or(1005, |(code, _)| code));
+                self.reply(ws::close_frame(code, ""));
+                self.phase = Phase::Closing { peer_closed: true };
+                self.handle.closing(self.node.clock.now_ms());
+            }
+            Phase::Closing { .. } => self.phase = Phase::Closing { peer_closed: true },
+            Phase::Done => {}
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading
+    // -----------------------------------------------------------------------------------------
+
+    /// One read from the socket, then every complete frame in it. `Err` ends the session
+    /// (EOF or a socket error).
+    fn read_some(&mut self) -> io::Result<()> {
+        let now = self.node.clock.now_ms();
+        if self.leftover.is_empty() {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let n = match self.stream.try_read(scratch) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                self.handle.heard(now);
+                match self.process(&mut scratch[..n]) {
+                    Ok(used) if used < n => self.leftover.extend_from_slice(&scratch[used..n]),
+                    Ok(_) => {}
+                    Err(v) => self.violation(v),
+                }
+                Ok(())
+            })
+        } else {
+            // An incomplete frame: read the rest straight behind it.
+            let want = match ws::decode_head(&self.leftover, true, self.max_message) {
+                Ok(Some(head)) => head.frame_len(),
+                _ => ws::MAX_HEAD_LEN,
+            };
+            self.leftover
+                .reserve(want.saturating_sub(self.leftover.len()).max(4096));
+            match self.stream.try_read_buf(&mut self.leftover) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            self.handle.heard(now);
+            let mut buf = std::mem::take(&mut self.leftover);
+            match self.process(&mut buf) {
+                Ok(used) if used < buf.len() => {
+                    buf.drain(..used);
+                    self.leftover = buf;
+                }
+                Ok(_) => {}
+                Err(v) => self.violation(v),
+            }
+            Ok(())
+        }
+    }
+
+    /// Handles every complete frame at the start of `buf` (unmasking in place); returns the
+    /// bytes used. Stops at an incomplete frame, or once the session is closing.
+    fn process(&mut self, buf: &mut [u8]) -> Result<usize, Violation> {
+        let mut at = 0;
+        while self.phase != Phase::Done {
+            let Some(head) = ws::decode_head(&buf[at..], true, self.max_message)? else {
+                break;
+            };
+            if buf.len() - at < head.frame_len() {
+                break;
+            }
+            let payload = &mut buf[at + head.head_len..at + head.frame_len()];
+            if let Some(key) = head.mask {
+                ws::apply_mask(payload, key);
+            }
+            at += head.frame_len();
+            if let Some(message) = self.assembler.push(&head, payload, self.max_message)? {
+                self.on_message(message);
+            }
+        }
+        Ok(at)
+    }
+
+    fn on_message(&mut self, message: Message<'_>) {
+        if let Message::Close(frame) = message {
+            return self.on_client_close(frame);
+        }
+        if self.phase != Phase::Open {
+            // Closing: only the client's Close matters now.
+            return;
+        }
+        if let Message::Pong(_) = message {
+            return;
+        }
+        if matches!(self.role, Role::Client(_)) {
+            let now = self.node.clock.now_ms();
+            let config = &self.node.config;
+            match self
+                .rate
+                .admit(now, config.client_rate_per_s, config.client_rate_burst)
+            {
+                Verdict::Allow => {}
+                Verdict::Refuse => {
+                    return self.reply_error(
+                        ErrorCode::RateLimited,
+                        "too many frames; slow down".into(),
+                        None,
+                    );
+                }
+                Verdict::Close => {
+                    return self
+                        .begin_close(CloseRequest::new(CloseCode::RateLimited, "too many frames"));
+                }
+            }
+        }
+        match (message, &self.role) {
+            (Message::Ping(payload), _) => {
+                self.node.metrics.frame_in("ws_ping");
+                self.reply(ws::encode(OpCode::Pong, payload));
+            }
+            (Message::Text(text), Role::Echo) => {
+                self.reply(ws::encode(OpCode::Text, text.as_bytes()))
+            }
+            (Message::Binary(data), Role::Echo) => self.reply(ws::encode(OpCode::Binary, &data)),
+            (Message::Text(text), Role::Client(_)) => match ClientRequest::decode(&text) {
+                Ok(request) => self.on_request(request),
+                Err(e) => self.reply_error(e.code, e.message, e.id.as_deref()),
+            },
+            (Message::Binary(_), Role::Client(_)) => self.reply_error(
+                ErrorCode::BadFrame,
+                "binary frames are not supported; send JSON text".into(),
+                None,
+            ),
+            (Message::Pong(_) | Message::Close(_), _) => {}
+        }
+    }
+
+    fn on_request(&mut self, request: ClientRequest) {
+        let Role::Client(state) = &mut self.role else {
+            return;
+        };
+        let node = &self.node;
+        let id = request.id.as_deref().map(Cow::Borrowed);
+        let reply: Bytes = match request.frame {
+            ClientFrame::Subscribe { channel, token } => {
+                node.metrics.frame_in("subscribe");
+                if state.subscriptions.contains(&channel) {
+                    ServerFrame::Subscribed {
+                        channel: channel.as_str().into(),
+                        id,
+                    }
+                    .encode()
+                } else if state.subscriptions.len() >= node.config.max_channels_per_session {
+                    let message = format!(
+                        "at most {} channels per session",
+                        node.config.max_channels_per_session
+                    );
+                    ServerFrame::Error {
+                        code: ErrorCode::TooManyChannels,
+                        message: message.into(),
+                        id,
+                    }
+                    .encode()
+                } else {
+                    let verdict = if state.patterns.iter().any(|p| p.matches(&channel)) {
+                        Ok(())
+                    } else {
+                        match token {
+                            Some(token) => node
+                                .auth
+                                .verify_channel(&token, &self.handle.shared().user, &channel)
+                                .map_err(|e| e.to_string()),
+                            None => Err("the session token does not allow this channel; send a channel token".into()),
+                        }
+                    };
+                    match verdict {
+                        Ok(()) => {
+                            node.registry.subscribe(&channel, &self.handle);
+                            node.metrics
+                                .channels
+                                .set(node.registry.channel_count() as f64);
+                            let frame = ServerFrame::Subscribed {
+                                channel: channel.as_str().into(),
+                                id,
+                            }
+                            .encode();
+                            state.subscriptions.push(channel);
+                            return self.reply(frame);
+                        }
+                        Err(why) => ServerFrame::Error {
+                            code: ErrorCode::Forbidden,
+                            message: format!("not allowed to subscribe to {channel}: {why}").into(),
+                            id,
+                        }
+                        .encode(),
+                    }
+                }
+            }
+            ClientFrame::Unsubscribe { channel } => {
+                node.metrics.frame_in("unsubscribe");
+                if let Some(at) = state.subscriptions.iter().position(|c| c == &channel) {
+                    state.subscriptions.swap_remove(at);
+                    node.registry.unsubscribe(&channel, self.handle.id());
+                    node.metrics
+                        .channels
+                        .set(node.registry.channel_count() as f64);
+                }
+                ServerFrame::Unsubscribed {
+                    channel: channel.as_str().into(),
+                    id,
+                }
+                .encode()
+            }
+            ClientFrame::Ack { seq } => {
+                node.metrics.frame_in("ack");
+                if seq > state.last_seq_sent {
+                    let message = format!(
+                        "ack {seq} is above the highest seq sent ({})",
+                        state.last_seq_sent
+                    );
+                    ServerFrame::Error {
+                        code: ErrorCode::BadFrame,
+                        message: message.into(),
+                        id,
+                    }
+                    .encode()
+                } else {
+                    return;
+                }
+            }
+            ClientFrame::Ping => {
+                node.metrics.frame_in("ping");
+                ServerFrame::Pong { id }.encode()
+            }
+        };
+        self.reply(reply);
+    }
+}
