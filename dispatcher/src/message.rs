@@ -20,17 +20,8 @@ pub struct Message {
 impl Message {
     /// Accepts an envelope at `ts`, assigning a time-ordered id (UUIDv7) when it has none.
     pub fn accept(envelope: Envelope, ts: u64) -> Self {
-        let id = envelope
-            .id
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        Self {
-            id,
-            ts,
-            to: envelope.to,
-            data: envelope.data,
-            persist: envelope.persist,
-            ttl_s: envelope.ttl_s,
-        }
+        let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        Self { id, ts, to: envelope.to, data: envelope.data, persist: envelope.persist, ttl_s: envelope.ttl_s }
     }
 }
 

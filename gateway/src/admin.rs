@@ -46,12 +46,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            message: message.into(),
-            field: None,
-        }
+        Self { status, error, message: message.into(), field: None }
     }
 }
 
@@ -72,17 +67,8 @@ impl From<EnvelopeError> for ApiError {
         } else {
             StatusCode::BAD_REQUEST
         };
-        let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
-        } else {
-            "bad_envelope"
-        };
-        Self {
-            status,
-            error,
-            message: e.to_string(),
-            field: e.field().map(str::to_owned),
-        }
+        let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_envelope" };
+        Self { status, error, message: e.to_string(), field: e.field().map(str::to_owned) }
     }
 }
 
@@ -99,10 +85,7 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/metrics", get(render_metrics))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "unknown path") })
@@ -110,16 +93,9 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
 }
 
 /// Serves the router until `stop`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    stop: tokio_util::sync::CancellationToken,
-) {
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: tokio_util::sync::CancellationToken) {
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-    {
+    if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(async move { stop.cancelled().await }).await {
         tracing::error!(error = %e, "admin listener failed");
     }
 }
@@ -136,16 +112,9 @@ async fn require_key(
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                });
+                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
             if given.map(str::trim) != Some(key.as_str()) {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong API key",
-                ));
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API key"));
             }
         }
         None if !peer.ip().is_loopback() => {
@@ -163,39 +132,24 @@ async fn require_key(
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let node = &state.node;
     node.metrics.sessions.set(node.registry.len() as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 async fn ready(State(state): State<AdminState>) -> Response {
     if state.node.lifecycle.is_draining() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "node is draining",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "node is draining").into_response();
     }
     Json(json!({ "status": "ready", "sessions": state.node.registry.len() })).into_response()
 }
 
-async fn publish(
-    State(state): State<AdminState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let refuse = |e: ApiError| {
         counter!(PUBLISH_REFUSALS, "error" => e.error).increment(1);
         e
     };
     let body = body.map_err(|r| {
         refuse(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "request body too large",
-            )
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_envelope", r.body_text())
         })
@@ -215,8 +169,7 @@ async fn publish(
 }
 
 fn user_param(user: &str) -> Result<UserId, ApiError> {
-    UserId::new(user)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_user", format!("user id {e}")))
+    UserId::new(user).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_user", format!("user id {e}")))
 }
 
 async fn presence(
@@ -239,34 +192,20 @@ async fn presence(
             })
         })
         .collect();
-    Ok(Json(
-        json!({ "user": user.as_str(), "online": !sessions.is_empty(), "sessions": sessions }),
-    ))
+    Ok(Json(json!({ "user": user.as_str(), "online": !sessions.is_empty(), "sessions": sessions })))
 }
 
-async fn disconnect(
-    State(state): State<AdminState>,
-    Path(user): Path<String>,
-) -> Result<Response, ApiError> {
+async fn disconnect(State(state): State<AdminState>, Path(user): Path<String>) -> Result<Response, ApiError> {
     let user = user_param(&user)?;
     let sessions = state.node.registry.user_sessions(user.as_str());
     let closed = sessions
         .iter()
-        .filter(|s| {
-            s.request_close(CloseRequest::new(
-                CloseCode::AdminDisconnect,
-                "disconnected by the admin API",
-            ))
-        })
+        .filter(|s| s.request_close(CloseRequest::new(CloseCode::AdminDisconnect, "disconnected by the admin API")))
         .count();
     Ok((StatusCode::ACCEPTED, Json(json!({ "sessions": closed }))).into_response())
 }
 
 async fn start_drain(State(state): State<AdminState>) -> Response {
     let started = drain::start(&state.node);
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({ "draining": true, "started": started })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(json!({ "draining": true, "started": started }))).into_response()
 }

@@ -46,19 +46,11 @@ impl Auth {
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = leeway.as_secs();
         validation.validate_aud = false;
-        Self {
-            decoding: DecodingKey::from_secret(secret),
-            encoding: EncodingKey::from_secret(secret),
-            validation,
-        }
+        Self { decoding: DecodingKey::from_secret(secret), encoding: EncodingKey::from_secret(secret), validation }
     }
 
     /// The configured secret, else the one kept in `data_dir` (created on first use, mode 0600).
-    pub fn load(
-        configured: Option<&str>,
-        data_dir: &Path,
-        leeway: Duration,
-    ) -> std::io::Result<Self> {
+    pub fn load(configured: Option<&str>, data_dir: &Path, leeway: Duration) -> std::io::Result<Self> {
         if let Some(secret) = configured {
             return Ok(Self::new(secret.as_bytes(), leeway));
         }
@@ -73,12 +65,7 @@ impl Auth {
     }
 
     /// Checks a channel token against the session's user and the channel asked for.
-    pub fn verify_channel(
-        &self,
-        token: &str,
-        user: &UserId,
-        channel: &ChannelName,
-    ) -> Result<(), TokenError> {
+    pub fn verify_channel(&self, token: &str, user: &UserId, channel: &ChannelName) -> Result<(), TokenError> {
         let claims = jsonwebtoken::decode::<ChannelClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(classify)?;
@@ -93,13 +80,11 @@ impl Auth {
 
     pub fn mint_session(&self, claims: &SessionClaims) -> String {
         // Encoding claims made of strings and integers with an HMAC key cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
     }
 
     pub fn mint_channel(&self, claims: &ChannelClaims) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).unwrap_or_default()
     }
 }
 
@@ -123,10 +108,7 @@ fn load_or_create_secret(data_dir: &Path) -> std::io::Result<String> {
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 16 => return Ok(s.trim().to_owned()),
         Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "{} holds a secret shorter than 16 bytes",
-                path.display()
-            )));
+            return Err(std::io::Error::other(format!("{} holds a secret shorter than 16 bytes", path.display())));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -158,12 +140,7 @@ mod tests {
     use super::*;
 
     fn claims(exp: u64) -> SessionClaims {
-        SessionClaims {
-            sub: UserId::new("u1").unwrap(),
-            exp,
-            dev: None,
-            chs: vec![],
-        }
+        SessionClaims { sub: UserId::new("u1").unwrap(), exp, dev: None, chs: vec![] }
     }
 
     #[test]
@@ -172,19 +149,10 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         let token = auth.mint_session(&claims(now + 60));
         assert_eq!(auth.verify_session(&token).unwrap().sub.as_str(), "u1");
-        assert_eq!(
-            auth.verify_session(&auth.mint_session(&claims(now - 10))),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(auth.verify_session(&auth.mint_session(&claims(now - 10))), Err(TokenError::Expired));
         let other = Auth::new(b"another secret 0123", Duration::ZERO);
-        assert!(matches!(
-            other.verify_session(&token),
-            Err(TokenError::Invalid(_))
-        ));
-        assert!(matches!(
-            auth.verify_session("garbage"),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(other.verify_session(&token), Err(TokenError::Invalid(_))));
+        assert!(matches!(auth.verify_session("garbage"), Err(TokenError::Invalid(_))));
     }
 
     #[test]
@@ -193,16 +161,9 @@ mod tests {
         let exp = jsonwebtoken::get_current_timestamp() + 60;
         let user = UserId::new("u1").unwrap();
         let ch = ChannelName::new("room:1").unwrap();
-        let token = auth.mint_channel(&ChannelClaims {
-            sub: user.clone(),
-            ch: ch.clone(),
-            exp,
-        });
+        let token = auth.mint_channel(&ChannelClaims { sub: user.clone(), ch: ch.clone(), exp });
         assert_eq!(auth.verify_channel(&token, &user, &ch), Ok(()));
-        assert_eq!(
-            auth.verify_channel(&token, &UserId::new("u2").unwrap(), &ch),
-            Err(TokenError::WrongUser)
-        );
+        assert_eq!(auth.verify_channel(&token, &UserId::new("u2").unwrap(), &ch), Err(TokenError::WrongUser));
         assert_eq!(
             auth.verify_channel(&token, &user, &ChannelName::new("room:2").unwrap()),
             Err(TokenError::WrongChannel)

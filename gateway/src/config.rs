@@ -40,10 +40,7 @@ impl Env for HashMap<String, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("setting {key}: {message}")]
@@ -234,32 +231,20 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Standalone,
-    Cluster {
-        mysql_url: String,
-        redis_url: String,
-        amqp_url: String,
-    },
+    Cluster { mysql_url: String, redis_url: String, amqp_url: String },
 }
 
 impl Config {
     /// Loads the layers: defaults, the TOML file (if any), the environment, then `overrides`
     /// (command-line `key=value` settings, in order).
-    pub fn load(
-        file: Option<&Path>,
-        env: &dyn Env,
-        overrides: &[(String, String)],
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: &dyn Env, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut table = match file {
             None => toml::Table::new(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError::File {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?
             }
         };
         for (key, kind) in SETTINGS {
@@ -275,13 +260,9 @@ impl Config {
                 .ok_or_else(|| ConfigError::UnknownSetting(key.clone()))?;
             table.insert(key.clone(), setting_value(kind, text));
         }
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Setting {
-                    key: "config".into(),
-                    message: e.message().to_owned(),
-                })?;
+        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            ConfigError::Setting { key: "config".into(), message: e.message().to_owned() }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -322,11 +303,9 @@ impl Config {
     pub fn mode(&self) -> Result<Mode, ConfigError> {
         match (&self.mysql_url, &self.redis_url, &self.amqp_url) {
             (None, None, None) => Ok(Mode::Standalone),
-            (Some(m), Some(r), Some(a)) => Ok(Mode::Cluster {
-                mysql_url: m.clone(),
-                redis_url: r.clone(),
-                amqp_url: a.clone(),
-            }),
+            (Some(m), Some(r), Some(a)) => {
+                Ok(Mode::Cluster { mysql_url: m.clone(), redis_url: r.clone(), amqp_url: a.clone() })
+            }
             (m, r, a) => {
                 let mut missing = Vec::new();
                 if m.is_none() {
@@ -353,11 +332,7 @@ fn setting_value(kind: Kind, text: &str) -> toml::Value {
     match kind {
         Kind::Text => toml::Value::String(text.to_owned()),
         Kind::List => toml::Value::Array(
-            text.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.into()))
-                .collect(),
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
         ),
         Kind::Value => format!("v = {text}")
             .parse::<toml::Table>()
@@ -372,10 +347,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -390,25 +362,16 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pushgate.toml");
-        std::fs::write(
-            &file,
-            "heartbeat = \"10s\"\nmax_connections = 5\nallowed_origins = [\"https://a.example\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "heartbeat = \"10s\"\nmax_connections = 5\nallowed_origins = [\"https://a.example\"]\n")
+            .unwrap();
         let e = env(&[
             ("PUSHGATE_MAX_CONNECTIONS", "7"),
-            (
-                "PUSHGATE_ALLOWED_ORIGINS",
-                "https://b.example, https://c.example",
-            ),
+            ("PUSHGATE_ALLOWED_ORIGINS", "https://b.example, https://c.example"),
         ]);
         let c = Config::load(Some(&file), &e, &[("max_connections".into(), "9".into())]).unwrap();
         assert_eq!(c.heartbeat, Duration::from_secs(10));
         assert_eq!(c.max_connections, 9);
-        assert_eq!(
-            c.allowed_origins,
-            vec!["https://b.example", "https://c.example"]
-        );
+        assert_eq!(c.allowed_origins, vec!["https://b.example", "https://c.example"]);
     }
 
     #[test]
@@ -421,12 +384,7 @@ mod tests {
 
     #[test]
     fn partial_cluster_settings_name_what_is_missing() {
-        let err = Config::load(
-            None,
-            &env(&[("PUSHGATE_REDIS_URL", "redis://127.0.0.1")]),
-            &[],
-        )
-        .unwrap_err();
+        let err = Config::load(None, &env(&[("PUSHGATE_REDIS_URL", "redis://127.0.0.1")]), &[]).unwrap_err();
         match err {
             ConfigError::PartialCluster(missing) => {
                 assert_eq!(missing, vec!["PUSHGATE_MYSQL_URL", "PUSHGATE_AMQP_URL"])

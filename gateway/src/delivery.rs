@@ -33,12 +33,7 @@ struct Fanout<'a> {
 
 impl<'a> Fanout<'a> {
     fn new(node: &'a Node, out: Outbound, channel: Option<&'a ChannelName>) -> Self {
-        Self {
-            node,
-            out,
-            channel,
-            done: Delivered::default(),
-        }
+        Self { node, out, channel, done: Delivered::default() }
     }
 
     fn push(&mut self, session: &SessionHandle) {
@@ -51,11 +46,7 @@ impl<'a> Fanout<'a> {
     }
 }
 
-fn message_frame(
-    message: &Message,
-    seq: Option<u64>,
-    channel: Option<&ChannelName>,
-) -> bytes::Bytes {
+fn message_frame(message: &Message, seq: Option<u64>, channel: Option<&ChannelName>) -> bytes::Bytes {
     ServerFrame::Message {
         id: message.id.as_str().into(),
         ts: message.ts,
@@ -78,30 +69,15 @@ pub fn deliver(node: &Node, message: &Message, seqs: Option<&[(UserId, u64)]>) -
     };
     let target = match &message.to {
         Target::All => {
-            let mut fanout = Fanout::new(
-                node,
-                Outbound {
-                    frame: message_frame(message, None, None),
-                    seq: 0,
-                    born_ms,
-                },
-                None,
-            );
+            let mut fanout =
+                Fanout::new(node, Outbound { frame: message_frame(message, None, None), seq: 0, born_ms }, None);
             node.registry.for_each(|s| fanout.push(s));
             add(fanout);
             "all"
         }
         Target::Channel(channel) => {
             let frame = message_frame(message, None, Some(channel));
-            let mut fanout = Fanout::new(
-                node,
-                Outbound {
-                    frame,
-                    seq: 0,
-                    born_ms,
-                },
-                Some(channel),
-            );
+            let mut fanout = Fanout::new(node, Outbound { frame, seq: 0, born_ms }, Some(channel));
             node.registry.for_channel(channel, |s| fanout.push(s));
             add(fanout);
             "channel"
@@ -115,35 +91,16 @@ pub fn deliver(node: &Node, message: &Message, seqs: Option<&[(UserId, u64)]>) -
                             continue;
                         }
                         let frame = message_frame(message, Some(*seq), None);
-                        let mut fanout = Fanout::new(
-                            node,
-                            Outbound {
-                                frame,
-                                seq: *seq,
-                                born_ms,
-                            },
-                            None,
-                        );
+                        let mut fanout = Fanout::new(node, Outbound { frame, seq: *seq, born_ms }, None);
                         sessions.iter().for_each(|s| fanout.push(s));
                         add(fanout);
                     }
                 }
                 None => {
                     let frame = message_frame(message, None, None);
-                    let mut fanout = Fanout::new(
-                        node,
-                        Outbound {
-                            frame,
-                            seq: 0,
-                            born_ms,
-                        },
-                        None,
-                    );
+                    let mut fanout = Fanout::new(node, Outbound { frame, seq: 0, born_ms }, None);
                     for user in users {
-                        node.registry
-                            .user_sessions(user.as_str())
-                            .iter()
-                            .for_each(|s| fanout.push(s));
+                        node.registry.user_sessions(user.as_str()).iter().for_each(|s| fanout.push(s));
                     }
                     add(fanout);
                 }

@@ -23,11 +23,7 @@ pub fn start(node: &Arc<Node>) -> bool {
         return false;
     }
     gauge!(DRAINING).set(1.0);
-    tracing::info!(
-        sessions = node.registry.len(),
-        window_s = node.config.drain_window.as_secs_f64(),
-        "draining"
-    );
+    tracing::info!(sessions = node.registry.len(), window_s = node.config.drain_window.as_secs_f64(), "draining");
     tokio::spawn(run(node.clone()));
     true
 }
@@ -37,11 +33,7 @@ fn close_request(node: &Node) -> CloseRequest {
     CloseRequest {
         code: CloseCode::Restarting,
         reason: "node draining",
-        reconnect_after_ms: Some(if jitter == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..=jitter)
-        }),
+        reconnect_after_ms: Some(if jitter == 0 { 0 } else { rand::rng().random_range(0..=jitter) }),
     }
 }
 
@@ -57,8 +49,7 @@ async fn run(node: Arc<Node>) {
         let due = if window.is_zero() {
             total
         } else {
-            ((started.elapsed().as_secs_f64() / window.as_secs_f64()) * total as f64).ceil()
-                as usize
+            ((started.elapsed().as_secs_f64() / window.as_secs_f64()) * total as f64).ceil() as usize
         };
         for session in &sessions[next..due.clamp(next, total)] {
             session.request_close(close_request(&node));
@@ -80,10 +71,6 @@ async fn run(node: Arc<Node>) {
         });
         tokio::time::sleep(STEP).await;
     }
-    tracing::info!(
-        left = node.registry.len(),
-        took_ms = started.elapsed().as_millis() as u64,
-        "drained"
-    );
+    tracing::info!(left = node.registry.len(), took_ms = started.elapsed().as_millis() as u64, "drained");
     node.lifecycle.drained.cancel();
 }

@@ -26,10 +26,7 @@ pub const RETRY_AFTER_S: u32 = 5;
 #[derive(Debug)]
 pub enum Upgrade {
     /// A pushgate session (`/ws`).
-    Client {
-        claims: SessionClaims,
-        last_seq: Option<u64>,
-    },
+    Client { claims: SessionClaims, last_seq: Option<u64> },
     /// The conformance echo endpoint (`/echo`).
     Echo,
 }
@@ -54,43 +51,29 @@ pub enum HandshakeError {
 }
 
 /// Reads the request and answers it. `full` says admission is over its limit.
-pub async fn handshake(
-    node: &Node,
-    stream: &mut TcpStream,
-    full: bool,
-) -> Result<Upgraded, HandshakeError> {
+pub async fn handshake(node: &Node, stream: &mut TcpStream, full: bool) -> Result<Upgraded, HandshakeError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(HandshakeError::Closed);
         }
         let decision = match parse_request(&buf) {
-            Ok(None) if buf.len() >= MAX_REQUEST_BYTES => {
-                Err(Refusal::bad_request("request head too large"))
-            }
+            Ok(None) if buf.len() >= MAX_REQUEST_BYTES => Err(Refusal::bad_request("request head too large")),
             Ok(None) => continue,
-            Ok(Some(request)) => {
-                decide(node, &request, full).map(|(upgrade, key)| (upgrade, key, request.head_len))
-            }
+            Ok(Some(request)) => decide(node, &request, full).map(|(upgrade, key)| (upgrade, key, request.head_len)),
             Err(refusal) => Err(refusal),
         };
         return match decision {
             Ok((upgrade, key, head_len)) => {
                 stream.write_all(&accept_response(&key)).await?;
-                Ok(Upgraded {
-                    upgrade,
-                    pipelined: buf[head_len..].to_vec(),
-                })
+                Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec() })
             }
             Err(refusal) => {
                 counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error)
                     .increment(1);
                 stream.write_all(&refusal.to_response()).await?;
                 let _ = stream.shutdown().await;
-                Err(HandshakeError::Refused {
-                    status: refusal.status,
-                    error: refusal.error,
-                })
+                Err(HandshakeError::Refused { status: refusal.status, error: refusal.error })
             }
         };
     }
@@ -107,18 +90,10 @@ fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<(Upgrade, St
     let last_seq = request.last_seq()?;
     let token = request.token()?;
     if node.lifecycle.is_draining() {
-        return Err(Refusal::unavailable(
-            "draining",
-            "node is draining; reconnect to another node",
-            RETRY_AFTER_S,
-        ));
+        return Err(Refusal::unavailable("draining", "node is draining; reconnect to another node", RETRY_AFTER_S));
     }
     if full {
-        return Err(Refusal::unavailable(
-            "node_full",
-            "node is at its connection limit",
-            RETRY_AFTER_S,
-        ));
+        return Err(Refusal::unavailable("node_full", "node is at its connection limit", RETRY_AFTER_S));
     }
     if !origin_allowed(&node.config.allowed_origins, request.origin) {
         return Err(Refusal::forbidden_origin());
@@ -140,18 +115,14 @@ fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<(Upgrade, St
 /// empty list allows every origin. Patterns are exact origins or `scheme://*.domain`.
 pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     let Some(origin) = origin else { return true };
-    allowed.is_empty()
-        || allowed
-            .iter()
-            .any(|pattern| origin_matches(pattern, origin))
+    allowed.is_empty() || allowed.iter().any(|pattern| origin_matches(pattern, origin))
 }
 
 fn origin_matches(pattern: &str, origin: &str) -> bool {
     if pattern.eq_ignore_ascii_case(origin) {
         return true;
     }
-    let (Some((p_scheme, p_host)), Some((o_scheme, o_host))) =
-        (pattern.split_once("://"), origin.split_once("://"))
+    let (Some((p_scheme, p_host)), Some((o_scheme, o_host))) = (pattern.split_once("://"), origin.split_once("://"))
     else {
         return false;
     };
@@ -171,10 +142,7 @@ mod tests {
 
     #[test]
     fn origins_match_exactly_or_by_subdomain() {
-        let list = vec![
-            "https://app.example".to_owned(),
-            "https://*.example.org".to_owned(),
-        ];
+        let list = vec!["https://app.example".to_owned(), "https://*.example.org".to_owned()];
         assert!(origin_allowed(&list, None));
         assert!(origin_allowed(&[], Some("https://evil.example")));
         assert!(origin_allowed(&list, Some("https://app.example")));

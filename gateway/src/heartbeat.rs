@@ -4,7 +4,6 @@
 //! - closes it with 4002 when nothing was heard for 2.5 intervals;
 //! - closes it with 4001 when a write has waited on the socket longer than the slow-consumer
 //!   timeout;
-//! - drops its socket when its close handshake outlived the close timeout;
 //! - closes it with 1008 when its token expired (if configured);
 //! - otherwise queues the shared server Ping frame.
 
@@ -24,9 +23,8 @@ use crate::{
 pub enum Check {
     Ping,
     Close(CloseCode),
-    Abort,
-    /// Closing, within its close timeout.
-    Wait,
+    /// Already closing (its own close timer bounds it).
+    Skip,
 }
 
 /// The thresholds of one visit, in node-clock milliseconds.
@@ -34,20 +32,14 @@ pub enum Check {
 pub struct Thresholds {
     pub silence_ms: u64,
     pub stall_ms: u64,
-    pub close_ms: u64,
     /// Unix seconds after which a token counts as expired; `None` when expiry is not enforced.
     pub expired_before_s: Option<u64>,
 }
 
 /// Decides what to do with one session at node-clock `now`.
 pub fn check(session: &SessionHandle, now: u64, t: &Thresholds) -> Check {
-    let closing = session.closing_ms();
-    if closing > 0 {
-        return if now.saturating_sub(closing) > t.close_ms {
-            Check::Abort
-        } else {
-            Check::Wait
-        };
+    if session.is_closing() {
+        return Check::Skip;
     }
     if now.saturating_sub(session.heard_ms()) > t.silence_ms {
         return Check::Close(CloseCode::HeartbeatTimeout);
@@ -56,9 +48,7 @@ pub fn check(session: &SessionHandle, now: u64, t: &Thresholds) -> Check {
     if stalled > 0 && now.saturating_sub(stalled) > t.stall_ms {
         return Check::Close(CloseCode::SlowConsumer);
     }
-    if t.expired_before_s
-        .is_some_and(|limit| session.shared().token_exp < limit)
-    {
+    if t.expired_before_s.is_some_and(|limit| session.shared().token_exp < limit) {
         return Check::Close(CloseCode::Policy);
     }
     Check::Ping
@@ -81,34 +71,29 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
         let t = Thresholds {
             silence_ms: heartbeat_ms * 5 / 2,
             stall_ms: config.slow_consumer_timeout.as_millis() as u64,
-            close_ms: config.close_timeout.as_millis() as u64,
             expired_before_s: config
                 .close_on_token_expiry
                 .then(|| pushgate_protocol::now_ms() / 1000 - config.token_leeway.as_secs()),
         };
         let now = node.clock.now_ms();
         let mut pings = 0u64;
-        node.registry
-            .for_each_in_shard(shard, |session| match check(session, now, &t) {
-                Check::Ping => {
-                    // A full outbox already proves the session is busy; skipping the Ping is fine.
-                    if session.push(Outbound::control(ping.clone()), None, node.outbox_limits)
-                        == Pushed::Queued
-                    {
-                        pings += 1;
-                    }
+        node.registry.for_each_in_shard(shard, |session| match check(session, now, &t) {
+            Check::Ping => {
+                // A full outbox already proves the session is busy; skipping the Ping is fine.
+                if session.push(Outbound::control(ping.clone()), None, node.outbox_limits) == Pushed::Queued {
+                    pings += 1;
                 }
-                Check::Close(code) => {
-                    let reason = match code {
-                        CloseCode::HeartbeatTimeout => "heartbeat timeout",
-                        CloseCode::SlowConsumer => "slow consumer",
-                        _ => "token expired",
-                    };
-                    session.request_close(CloseRequest::new(code, reason));
-                }
-                Check::Abort => session.abort(),
-                Check::Wait => {}
-            });
+            }
+            Check::Close(code) => {
+                let reason = match code {
+                    CloseCode::HeartbeatTimeout => "heartbeat timeout",
+                    CloseCode::SlowConsumer => "slow consumer",
+                    _ => "token expired",
+                };
+                session.request_close(CloseRequest::new(code, reason));
+            }
+            Check::Skip => {}
+        });
         node.metrics.outbox_frames.increment(pings as f64);
         shard = (shard + 1) % SESSION_SHARDS;
     }
@@ -120,12 +105,7 @@ mod tests {
 
     use super::*;
 
-    const T: Thresholds = Thresholds {
-        silence_ms: 2500,
-        stall_ms: 30_000,
-        close_ms: 5000,
-        expired_before_s: None,
-    };
+    const T: Thresholds = Thresholds { silence_ms: 2500, stall_ms: 30_000, expired_before_s: None };
 
     fn session(exp: u64) -> SessionHandle {
         SessionHandle::new(1, UserId::new("u").unwrap(), None, 0, exp, 1000)
@@ -135,32 +115,22 @@ mod tests {
     fn silence_stalls_and_slow_closes_are_caught() {
         let s = session(0);
         assert_eq!(check(&s, 3000, &T), Check::Ping);
-        assert_eq!(
-            check(&s, 3501, &T),
-            Check::Close(CloseCode::HeartbeatTimeout)
-        );
+        assert_eq!(check(&s, 3501, &T), Check::Close(CloseCode::HeartbeatTimeout));
         s.heard(3500);
         s.stalled(Some(4000));
         assert_eq!(check(&s, 5000, &T), Check::Ping);
-        assert_eq!(
-            check(&s, 34_001, &T),
-            Check::Close(CloseCode::HeartbeatTimeout)
-        );
+        assert_eq!(check(&s, 34_001, &T), Check::Close(CloseCode::HeartbeatTimeout));
         s.heard(34_000);
         assert_eq!(check(&s, 34_001, &T), Check::Close(CloseCode::SlowConsumer));
-        s.closing(40_000);
-        assert_eq!(check(&s, 44_000, &T), Check::Wait);
-        assert_eq!(check(&s, 45_001, &T), Check::Abort);
+        s.request_close(CloseRequest::new(CloseCode::SlowConsumer, "slow consumer"));
+        assert_eq!(check(&s, 34_001, &T), Check::Skip);
     }
 
     #[test]
     fn expired_tokens_close_only_when_enforced() {
         let s = session(100);
         assert_eq!(check(&s, 1000, &T), Check::Ping);
-        let enforced = Thresholds {
-            expired_before_s: Some(101),
-            ..T
-        };
+        let enforced = Thresholds { expired_before_s: Some(101), ..T };
         assert_eq!(check(&s, 1000, &enforced), Check::Close(CloseCode::Policy));
     }
 }

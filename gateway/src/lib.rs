@@ -39,19 +39,13 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot load or create the token secret in {dir}: {source}")]
-    Secret {
-        dir: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Secret { dir: std::path::PathBuf, source: std::io::Error },
     #[error(
         "cluster mode is not available in this build yet; unset PUSHGATE_MYSQL_URL, PUSHGATE_REDIS_URL and PUSHGATE_AMQP_URL for standalone mode"
     )]
     ClusterUnavailable,
     #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 impl StartError {
@@ -73,13 +67,8 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn bind(config: &Config) -> Result<Self, StartError> {
-        let bind = |addr: SocketAddr| {
-            listener::bind(addr).map_err(|source| StartError::Bind { addr, source })
-        };
-        Ok(Self {
-            client: bind(config.listen)?,
-            admin: bind(config.admin_listen)?,
-        })
+        let bind = |addr: SocketAddr| listener::bind(addr).map_err(|source| StartError::Bind { addr, source });
+        Ok(Self { client: bind(config.listen)?, admin: bind(config.admin_listen)? })
     }
 }
 
@@ -105,25 +94,13 @@ pub fn default_node_id() -> String {
 
 /// Starts a node on `listeners`. `socket_budget` is how many client sockets the file limit
 /// allows (see [`listener::raise_file_limit`]).
-pub fn start(
-    config: Config,
-    listeners: Listeners,
-    socket_budget: u64,
-) -> Result<Gateway, StartError> {
+pub fn start(config: Config, listeners: Listeners, socket_budget: u64) -> Result<Gateway, StartError> {
     if let Mode::Cluster { .. } = config.mode()? {
         return Err(StartError::ClusterUnavailable);
     }
-    let auth = Auth::load(
-        config.jwt_secret.as_deref(),
-        &config.data_dir,
-        config.token_leeway,
-    )
-    .map_err(|source| StartError::Secret {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
-    let (max_connections, overflow) =
-        listener::connection_budget(config.max_connections, socket_budget);
+    let auth = Auth::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_leeway)
+        .map_err(|source| StartError::Secret { dir: config.data_dir.clone(), source })?;
+    let (max_connections, overflow) = listener::connection_budget(config.max_connections, socket_budget);
     if max_connections < config.max_connections {
         tracing::warn!(
             configured = config.max_connections,
@@ -132,39 +109,21 @@ pub fn start(
         );
     }
     let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
-    let client_addr = listeners
-        .client
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let admin_addr = listeners
-        .admin
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: config.admin_listen,
-            source,
-        })?;
-    let node = Node::new(config, node_id, auth, max_connections, overflow);
+    let client_addr =
+        listeners.client.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let admin_addr =
+        listeners.admin.local_addr().map_err(|source| StartError::Bind { addr: config.admin_listen, source })?;
+    // The recorder first: the node's metric handles register with it.
     let prometheus = metrics::install();
+    let node = Node::new(config, node_id, auth, max_connections, overflow);
     ::metrics::gauge!(metrics::CONNECTION_LIMIT).set(max_connections as f64);
     ::metrics::gauge!(metrics::DRAINING).set(0.0);
 
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    tasks.spawn(listener::accept_loop(
-        node.clone(),
-        listeners.client,
-        stop.clone(),
-        tasks.clone(),
-    ));
+    tasks.spawn(listener::accept_loop(node.clone(), listeners.client, stop.clone(), tasks.clone()));
     tasks.spawn(heartbeat::run(node.clone(), stop.clone()));
-    tasks.spawn(admin::serve(
-        listeners.admin,
-        admin::router(node.clone(), prometheus.clone()),
-        stop.clone(),
-    ));
+    tasks.spawn(admin::serve(listeners.admin, admin::router(node.clone(), prometheus.clone()), stop.clone()));
     let upkeep = stop.clone();
     tasks.spawn(async move {
         tokio::select! {
@@ -180,13 +139,7 @@ pub fn start(
         heartbeat_s = node.config.heartbeat_s(),
         "gateway started (standalone)"
     );
-    Ok(Gateway {
-        node,
-        client_addr,
-        admin_addr,
-        stop,
-        tasks,
-    })
+    Ok(Gateway { node, client_addr, admin_addr, stop, tasks })
 }
 
 impl Gateway {

@@ -25,11 +25,7 @@ pub const RESERVED_FDS: u64 = 128;
 
 /// Binds a listener with `SO_REUSEADDR` and a deep backlog.
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
@@ -51,19 +47,11 @@ pub fn connection_budget(configured: usize, sockets: u64) -> (usize, usize) {
 }
 
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Accepts until `stop` is cancelled.
-pub async fn accept_loop(
-    node: Arc<Node>,
-    listener: TcpListener,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-) {
+pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: CancellationToken, tasks: TaskTracker) {
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
@@ -107,11 +95,8 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
         Entry::Shed => return,
     };
     // Boxed so that the handshake's buffers and timer are not part of every session's future.
-    let upgraded = Box::pin(tokio::time::timeout(
-        node.config.handshake_timeout,
-        handshake(&node, &mut stream, full),
-    ))
-    .await;
+    let upgraded =
+        Box::pin(tokio::time::timeout(node.config.handshake_timeout, handshake(&node, &mut stream, full))).await;
     let upgraded = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
@@ -123,20 +108,11 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
             return;
         }
     };
-    node.metrics
-        .handshake_seconds
-        .record(started.elapsed().as_secs_f64());
+    node.metrics.handshake_seconds.record(started.elapsed().as_secs_f64());
     match upgraded.upgrade {
         Upgrade::Client { claims, last_seq } => {
             let now = node.clock.now_ms();
-            let handle = SessionHandle::new(
-                node.registry.next_id(),
-                claims.sub,
-                claims.dev,
-                now_ms(),
-                claims.exp,
-                now,
-            );
+            let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
             let cursor = last_seq.unwrap_or(0);
             let shared = handle.shared();
             let welcome = ServerFrame::Welcome {
@@ -154,23 +130,14 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
             let session = Session::new(node.clone(), handle.clone(), stream, role, Some(welcome));
             let (channels, ending) = session.run(&upgraded.pipelined).await;
             node.registry.remove(&handle, &channels);
-            node.metrics
-                .channels
-                .set(node.registry.channel_count() as f64);
+            node.metrics.channels.set(node.registry.channel_count() as f64);
             node.metrics.sessions.decrement(1.0);
             node.metrics.closed(ending.server_code, ending.client_code);
             tracing::debug!(session = %handle.id_string(), user = %handle.shared().user, ?ending, "session ended");
         }
         Upgrade::Echo => {
             let user = UserId::new("echo").expect("a valid user id");
-            let handle = SessionHandle::new(
-                node.registry.next_id(),
-                user,
-                None,
-                now_ms(),
-                0,
-                node.clock.now_ms(),
-            );
+            let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, stream, Role::Echo, None);
             let (_, ending) = session.run(&upgraded.pipelined).await;
             node.metrics.closed(ending.server_code, ending.client_code);

@@ -6,20 +6,14 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use pushgate_gateway::{Config, Listeners, auth::Auth, listener, telemetry};
-use pushgate_protocol::{
-    ChannelClaims, ChannelName, ChannelPattern, DeviceId, SessionClaims, UserId,
-};
+use pushgate_protocol::{ChannelClaims, ChannelName, ChannelPattern, DeviceId, SessionClaims, UserId};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "pushgate-gateway",
-    version,
-    about = "pushgate gateway node: WebSocket sessions and the admin API"
-)]
+#[command(name = "pushgate-gateway", version, about = "pushgate gateway node: WebSocket sessions and the admin API")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -75,29 +69,21 @@ struct TokenArgs {
 impl Settings {
     fn load(&self) -> Result<Config, pushgate_gateway::ConfigError> {
         let mut overrides = Vec::new();
-        for (key, value) in [
-            ("listen", &self.listen),
-            ("admin_listen", &self.admin_listen),
-            ("data_dir", &self.data_dir),
-        ] {
+        for (key, value) in
+            [("listen", &self.listen), ("admin_listen", &self.admin_listen), ("data_dir", &self.data_dir)]
+        {
             if let Some(value) = value {
                 overrides.push((key.to_owned(), value.clone()));
             }
         }
         for pair in &self.set {
-            let (key, value) =
-                pair.split_once('=')
-                    .ok_or_else(|| pushgate_gateway::ConfigError::Setting {
-                        key: pair.clone(),
-                        message: "expected KEY=VALUE".into(),
-                    })?;
+            let (key, value) = pair.split_once('=').ok_or_else(|| pushgate_gateway::ConfigError::Setting {
+                key: pair.clone(),
+                message: "expected KEY=VALUE".into(),
+            })?;
             overrides.push((key.trim().to_owned(), value.to_owned()));
         }
-        Config::load(
-            self.config.as_deref(),
-            &pushgate_gateway::config::ProcessEnv,
-            &overrides,
-        )
+        Config::load(self.config.as_deref(), &pushgate_gateway::config::ProcessEnv, &overrides)
     }
 }
 
@@ -121,11 +107,7 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
         eprintln!("pushgate-gateway token: {what}: {e}");
         ExitCode::from(64)
     };
-    let auth = match Auth::load(
-        config.jwt_secret.as_deref(),
-        &config.data_dir,
-        config.token_leeway,
-    ) {
+    let auth = match Auth::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_leeway) {
         Ok(auth) => auth,
         Err(e) => return fail("cannot load the secret", &e),
     };
@@ -165,10 +147,7 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     telemetry::init(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pushgate-gateway: cannot start the runtime: {e}");
@@ -177,12 +156,8 @@ fn run(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let budget = listener::raise_file_limit();
-        tracing::info!(
-            file_limit_sockets = budget,
-            "raised RLIMIT_NOFILE to its hard limit"
-        );
-        let started =
-            Listeners::bind(&config).and_then(|l| pushgate_gateway::start(config, l, budget));
+        tracing::info!(file_limit_sockets = budget, "raised RLIMIT_NOFILE to its hard limit");
+        let started = Listeners::bind(&config).and_then(|l| pushgate_gateway::start(config, l, budget));
         let gateway = match started {
             Ok(g) => g,
             Err(e) => {
@@ -207,10 +182,7 @@ fn run(config: Config) -> ExitCode {
 /// The first SIGTERM or SIGINT drains; a second one exits at once.
 async fn signals(gateway: &pushgate_gateway::Gateway) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers");
         return std::future::pending().await;
     };

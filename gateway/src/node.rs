@@ -13,9 +13,7 @@ use std::{
 use pushgate_protocol::{EnvelopeLimits, now_ms};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    auth::Auth, config::Config, metrics::Metrics, registry::Registry, session::OutboxLimits,
-};
+use crate::{auth::Auth, config::Config, metrics::Metrics, registry::Registry, session::OutboxLimits};
 
 /// A monotonic millisecond clock for liveness and latency. Cheap to read; starts at 1 so that 0
 /// can mean "never" in atomics.
@@ -26,9 +24,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        Self {
-            epoch: Instant::now() - Duration::from_millis(1),
-        }
+        Self { epoch: Instant::now() - Duration::from_millis(1) }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -78,11 +74,7 @@ impl Drop for Permit {
 
 impl Admission {
     pub fn new(max: usize, overflow: usize) -> Self {
-        Self {
-            open: AtomicUsize::new(0),
-            max,
-            overflow,
-        }
+        Self { open: AtomicUsize::new(0), max, overflow }
     }
 
     /// Open client sockets.
@@ -128,21 +120,9 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(
-        config: Config,
-        node_id: String,
-        auth: Auth,
-        max_connections: usize,
-        overflow: usize,
-    ) -> Arc<Self> {
-        let outbox_limits = OutboxLimits {
-            max_frames: config.outbox_max_frames,
-            max_bytes: config.outbox_max_bytes,
-        };
-        let envelope_limits = EnvelopeLimits {
-            max_data_bytes: config.max_data_bytes,
-            ..EnvelopeLimits::default()
-        };
+    pub fn new(config: Config, node_id: String, auth: Auth, max_connections: usize, overflow: usize) -> Arc<Self> {
+        let outbox_limits = OutboxLimits { max_frames: config.outbox_max_frames, max_bytes: config.outbox_max_bytes };
+        let envelope_limits = EnvelopeLimits { max_data_bytes: config.max_data_bytes, ..EnvelopeLimits::default() };
         Arc::new(Self {
             config,
             node_id,

@@ -40,9 +40,7 @@ pub struct Registry {
 impl Registry {
     pub fn new() -> Self {
         Self {
-            shards: (0..SESSION_SHARDS)
-                .map(|_| Mutex::new(Sessions::new()))
-                .collect(),
+            shards: (0..SESSION_SHARDS).map(|_| Mutex::new(Sessions::new())).collect(),
             users: DashMap::new(),
             channels: DashMap::new(),
             len: AtomicUsize::new(0),
@@ -62,38 +60,23 @@ impl Registry {
     }
 
     pub fn insert(&self, session: &SessionHandle) {
-        self.shard(session.id())
-            .lock()
-            .insert(session.id(), session.clone());
-        self.users
-            .entry(session.shared().user.clone())
-            .or_default()
-            .push(session.clone());
+        self.shard(session.id()).lock().insert(session.id(), session.clone());
+        self.users.entry(session.shared().user.clone()).or_default().push(session.clone());
         self.len.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Removes a session and its channel subscriptions. Returns the channels that lost their
     /// last local subscriber.
     pub fn remove(&self, session: &SessionHandle, channels: &[ChannelName]) -> Vec<ChannelName> {
-        if self
-            .shard(session.id())
-            .lock()
-            .remove(&session.id())
-            .is_none()
-        {
+        if self.shard(session.id()).lock().remove(&session.id()).is_none() {
             return Vec::new();
         }
         self.len.fetch_sub(1, Ordering::Relaxed);
-        self.users
-            .remove_if_mut(&session.shared().user, |_, sessions| {
-                sessions.retain(|s| s.id() != session.id());
-                sessions.is_empty()
-            });
-        channels
-            .iter()
-            .filter(|c| self.unsubscribe(c, session.id()))
-            .cloned()
-            .collect()
+        self.users.remove_if_mut(&session.shared().user, |_, sessions| {
+            sessions.retain(|s| s.id() != session.id());
+            sessions.is_empty()
+        });
+        channels.iter().filter(|c| self.unsubscribe(c, session.id())).cloned().collect()
     }
 
     /// Adds a subscriber; returns true when it is the channel's first on this node.
@@ -173,14 +156,7 @@ mod tests {
     use super::*;
 
     fn session(registry: &Registry, user: &str) -> SessionHandle {
-        SessionHandle::new(
-            registry.next_id(),
-            UserId::new(user).unwrap(),
-            None,
-            0,
-            0,
-            0,
-        )
+        SessionHandle::new(registry.next_id(), UserId::new(user).unwrap(), None, 0, 0, 0)
     }
 
     #[test]
@@ -199,10 +175,7 @@ mod tests {
         r.for_channel(&news, |_| seen += 1);
         assert_eq!(seen, 2);
         assert!(r.remove(&a1, std::slice::from_ref(&news)).is_empty());
-        assert_eq!(
-            r.remove(&b, std::slice::from_ref(&news)),
-            vec![news.clone()]
-        );
+        assert_eq!(r.remove(&b, std::slice::from_ref(&news)), vec![news.clone()]);
         assert_eq!(r.channel_count(), 0);
         assert_eq!(r.user_sessions("a").len(), 1);
         assert!(r.user_sessions("b").is_empty());

@@ -49,8 +49,7 @@ impl Serialize for ChannelPattern {
 impl<'de> Deserialize<'de> for ChannelPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        ChannelPattern::parse(&s)
-            .map_err(|e| serde::de::Error::custom(format_args!("channel pattern {e}")))
+        ChannelPattern::parse(&s).map_err(|e| serde::de::Error::custom(format_args!("channel pattern {e}")))
     }
 }
 
@@ -61,14 +60,11 @@ mod tests {
     #[test]
     fn session_claims_validate_their_content() {
         let ok: SessionClaims =
-            serde_json::from_str(r#"{"sub":"u1","exp":1,"dev":"phone","chs":["news","room:*"]}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"sub":"u1","exp":1,"dev":"phone","chs":["news","room:*"]}"#).unwrap();
         assert!(ok.allows(&ChannelName::new("room:7").unwrap()));
         assert!(!ok.allows(&ChannelName::new("secret").unwrap()));
         assert!(serde_json::from_str::<SessionClaims>(r#"{"sub":"bad id","exp":1}"#).is_err());
         assert!(serde_json::from_str::<SessionClaims>(r#"{"sub":"u1"}"#).is_err());
-        assert!(
-            serde_json::from_str::<SessionClaims>(r#"{"sub":"u1","exp":1,"chs":["a b"]}"#).is_err()
-        );
+        assert!(serde_json::from_str::<SessionClaims>(r#"{"sub":"u1","exp":1,"chs":["a b"]}"#).is_err());
     }
 }

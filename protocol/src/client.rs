@@ -50,19 +50,12 @@ pub struct FrameError {
 }
 
 fn bad(message: impl Into<Cow<'static, str>>) -> FrameError {
-    FrameError {
-        code: ErrorCode::BadFrame,
-        message: message.into(),
-        id: None,
-    }
+    FrameError { code: ErrorCode::BadFrame, message: message.into(), id: None }
 }
 
 type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
 
-fn string_field<'a>(
-    fields: &Fields<'a>,
-    name: &'static str,
-) -> Result<Option<Cow<'a, str>>, FrameError> {
+fn string_field<'a>(fields: &Fields<'a>, name: &'static str) -> Result<Option<Cow<'a, str>>, FrameError> {
     match fields.get(name) {
         None => Ok(None),
         Some(raw) => match serde_json::from_str::<Cow<'a, str>>(raw.get()) {
@@ -85,17 +78,11 @@ impl ClientRequest {
     /// Decodes one client text frame.
     pub fn decode(text: &str) -> Result<Self, FrameError> {
         let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                bad("a frame must be a JSON object")
-            } else {
-                bad(format!("not JSON: {e}"))
-            }
+            if e.is_data() { bad("a frame must be a JSON object") } else { bad(format!("not JSON: {e}")) }
         })?;
         let id = match string_field(&fields, "id")? {
             Some(id) if id.chars().count() > MAX_REQUEST_ID_LEN => {
-                return Err(bad(format!(
-                    "id is longer than {MAX_REQUEST_ID_LEN} characters"
-                )));
+                return Err(bad(format!("id is longer than {MAX_REQUEST_ID_LEN} characters")));
             }
             id => id.map(Cow::into_owned),
         };
@@ -103,23 +90,15 @@ impl ClientRequest {
             e.id.clone_from(&id);
             e
         };
-        let kind = string_field(&fields, "type")
-            .map_err(with_id)?
-            .ok_or_else(|| with_id(bad("type is required")))?;
+        let kind = string_field(&fields, "type").map_err(with_id)?.ok_or_else(|| with_id(bad("type is required")))?;
         let frame = match &*kind {
             "subscribe" => ClientFrame::Subscribe {
                 channel: channel_field(&fields).map_err(with_id)?,
-                token: string_field(&fields, "token")
-                    .map_err(with_id)?
-                    .map(Cow::into_owned),
+                token: string_field(&fields, "token").map_err(with_id)?.map(Cow::into_owned),
             },
-            "unsubscribe" => ClientFrame::Unsubscribe {
-                channel: channel_field(&fields).map_err(with_id)?,
-            },
+            "unsubscribe" => ClientFrame::Unsubscribe { channel: channel_field(&fields).map_err(with_id)? },
             "ack" => {
-                let raw = fields
-                    .get("seq")
-                    .ok_or_else(|| with_id(bad("seq is required")))?;
+                let raw = fields.get("seq").ok_or_else(|| with_id(bad("seq is required")))?;
                 let seq = serde_json::from_str::<u64>(raw.get())
                     .map_err(|_| with_id(bad("seq must be a non-negative integer")))?;
                 ClientFrame::Ack { seq }
@@ -158,71 +137,39 @@ mod tests {
 
     #[test]
     fn good_frames_decode() {
-        let r =
-            ClientRequest::decode(r#"{"type":"subscribe","channel":"news","id":"r1"}"#).unwrap();
+        let r = ClientRequest::decode(r#"{"type":"subscribe","channel":"news","id":"r1"}"#).unwrap();
         assert_eq!(r.id.as_deref(), Some("r1"));
-        assert_eq!(
-            r.frame,
-            ClientFrame::Subscribe {
-                channel: ChannelName::new("news").unwrap(),
-                token: None
-            }
-        );
-        assert_eq!(
-            ClientRequest::decode(r#"{"type":"ack","seq":42}"#)
-                .unwrap()
-                .frame,
-            ClientFrame::Ack { seq: 42 }
-        );
-        assert_eq!(
-            ClientRequest::decode(r#"{"type":"ping","extra":1}"#)
-                .unwrap()
-                .frame,
-            ClientFrame::Ping
-        );
+        assert_eq!(r.frame, ClientFrame::Subscribe { channel: ChannelName::new("news").unwrap(), token: None });
+        assert_eq!(ClientRequest::decode(r#"{"type":"ack","seq":42}"#).unwrap().frame, ClientFrame::Ack { seq: 42 });
+        assert_eq!(ClientRequest::decode(r#"{"type":"ping","extra":1}"#).unwrap().frame, ClientFrame::Ping);
     }
 
     #[test]
     fn bad_frames_get_precise_codes_and_keep_the_id() {
         assert_eq!(code("nope").0, ErrorCode::BadFrame);
         assert_eq!(code("[1,2]").0, ErrorCode::BadFrame);
-        assert_eq!(
-            code(r#"{"type":"dance","id":"x"}"#),
-            (ErrorCode::UnknownType, Some("x".into()))
-        );
+        assert_eq!(code(r#"{"type":"dance","id":"x"}"#), (ErrorCode::UnknownType, Some("x".into())));
         assert_eq!(
             code(r#"{"type":"subscribe","channel":"a b","id":"y"}"#),
             (ErrorCode::InvalidChannel, Some("y".into()))
         );
-        assert_eq!(
-            code(r#"{"type":"subscribe","channel":7}"#).0,
-            ErrorCode::BadFrame
-        );
+        assert_eq!(code(r#"{"type":"subscribe","channel":7}"#).0, ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"subscribe"}"#).0, ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"ack","seq":-1}"#).0, ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"ack","seq":1.5}"#).0, ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"ack","seq":"3"}"#).0, ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":7}"#).0, ErrorCode::BadFrame);
-        assert_eq!(
-            code(&format!(r#"{{"type":"ping","id":"{}"}}"#, "i".repeat(65))),
-            (ErrorCode::BadFrame, None)
-        );
+        assert_eq!(code(&format!(r#"{{"type":"ping","id":"{}"}}"#, "i".repeat(65))), (ErrorCode::BadFrame, None));
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(code(&deep).0, ErrorCode::BadFrame);
-        assert_eq!(
-            code(&format!(r#"{{"type":"subscribe","channel":{deep}}}"#)).0,
-            ErrorCode::BadFrame
-        );
+        assert_eq!(code(&format!(r#"{{"type":"subscribe","channel":{deep}}}"#)).0, ErrorCode::BadFrame);
         // Nesting in a field the server ignores is skipped without recursion, so it is harmless.
         assert!(ClientRequest::decode(&format!(r#"{{"type":"ping","x":{deep}}}"#)).is_ok());
     }
 
     #[test]
     fn requests_encode_for_clients() {
-        let r = ClientRequest {
-            id: Some("q".into()),
-            frame: ClientFrame::Ack { seq: 3 },
-        };
+        let r = ClientRequest { id: Some("q".into()), frame: ClientFrame::Ack { seq: 3 } };
         assert_eq!(ClientRequest::decode(&r.to_json()).unwrap(), r);
     }
 }

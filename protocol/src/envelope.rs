@@ -26,11 +26,7 @@ pub struct EnvelopeLimits {
 
 impl Default for EnvelopeLimits {
     fn default() -> Self {
-        Self {
-            max_data_bytes: 64 * 1024,
-            max_users: 1000,
-            max_ttl_s: 365 * 24 * 3600,
-        }
+        Self { max_data_bytes: 64 * 1024, max_users: 1000, max_ttl_s: 365 * 24 * 3600 }
     }
 }
 
@@ -69,10 +65,7 @@ pub enum EnvelopeError {
     #[error("unknown field {0:?}")]
     UnknownField(String),
     #[error("{field}: {problem}")]
-    Field {
-        field: &'static str,
-        problem: Cow<'static, str>,
-    },
+    Field { field: &'static str, problem: Cow<'static, str> },
     #[error("data is {size} bytes, above the limit of {limit}")]
     DataTooLarge { size: usize, limit: usize },
 }
@@ -101,10 +94,7 @@ impl EnvelopeError {
 }
 
 fn field(field: &'static str, problem: impl Into<Cow<'static, str>>) -> EnvelopeError {
-    EnvelopeError::Field {
-        field,
-        problem: problem.into(),
-    }
+    EnvelopeError::Field { field, problem: problem.into() }
 }
 
 type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
@@ -117,17 +107,9 @@ impl Envelope {
     /// Decodes and validates an envelope from its JSON bytes.
     pub fn decode(bytes: &[u8], limits: &EnvelopeLimits) -> Result<Envelope, EnvelopeError> {
         let text = std::str::from_utf8(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-        let fields = parse_object(text).map_err(|e| {
-            if e.is_data() {
-                EnvelopeError::NotObject
-            } else {
-                EnvelopeError::NotJson(e.to_string())
-            }
-        })?;
-        if let Some(unknown) = fields
-            .keys()
-            .find(|k| !matches!(&***k, "id" | "to" | "data" | "persist" | "ttl_s"))
-        {
+        let fields = parse_object(text)
+            .map_err(|e| if e.is_data() { EnvelopeError::NotObject } else { EnvelopeError::NotJson(e.to_string()) })?;
+        if let Some(unknown) = fields.keys().find(|k| !matches!(&***k, "id" | "to" | "data" | "persist" | "ttl_s")) {
             let shown: String = unknown.chars().take(64).collect();
             return Err(EnvelopeError::UnknownField(shown));
         }
@@ -135,14 +117,10 @@ impl Envelope {
         let id = match fields.get("id") {
             None => None,
             Some(raw) => {
-                let id: String =
-                    serde_json::from_str(raw.get()).map_err(|_| field("id", "must be a string"))?;
+                let id: String = serde_json::from_str(raw.get()).map_err(|_| field("id", "must be a string"))?;
                 let len = id.chars().count();
                 if len == 0 || len > MAX_ENVELOPE_ID_LEN {
-                    return Err(field(
-                        "id",
-                        format!("must be 1 to {MAX_ENVELOPE_ID_LEN} characters"),
-                    ));
+                    return Err(field("id", format!("must be 1 to {MAX_ENVELOPE_ID_LEN} characters")));
                 }
                 if id.chars().any(char::is_control) {
                     return Err(field("id", "must not contain control characters"));
@@ -151,26 +129,17 @@ impl Envelope {
             }
         };
 
-        let to = decode_target(
-            fields.get("to").ok_or_else(|| field("to", "is required"))?,
-            limits,
-        )?;
+        let to = decode_target(fields.get("to").ok_or_else(|| field("to", "is required"))?, limits)?;
 
-        let data = fields
-            .get("data")
-            .ok_or_else(|| field("data", "is required"))?;
+        let data = fields.get("data").ok_or_else(|| field("data", "is required"))?;
         if data.get().len() > limits.max_data_bytes {
-            return Err(EnvelopeError::DataTooLarge {
-                size: data.get().len(),
-                limit: limits.max_data_bytes,
-            });
+            return Err(EnvelopeError::DataTooLarge { size: data.get().len(), limit: limits.max_data_bytes });
         }
         let data = (*data).to_owned();
 
         let persist = match fields.get("persist") {
             None => matches!(to, Target::Users(_)),
-            Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|_| field("persist", "must be true or false"))?,
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|_| field("persist", "must be true or false"))?,
         };
         if persist && !matches!(to, Target::Users(_)) {
             return Err(field("persist", "is only supported for to.users in v1"));
@@ -182,22 +151,13 @@ impl Envelope {
                 let ttl: u64 = serde_json::from_str(raw.get())
                     .map_err(|_| field("ttl_s", "must be a positive integer (seconds)"))?;
                 if ttl == 0 || ttl > limits.max_ttl_s {
-                    return Err(field(
-                        "ttl_s",
-                        format!("must be between 1 and {}", limits.max_ttl_s),
-                    ));
+                    return Err(field("ttl_s", format!("must be between 1 and {}", limits.max_ttl_s)));
                 }
                 ttl
             }
         };
 
-        Ok(Envelope {
-            id,
-            to,
-            data,
-            persist,
-            ttl_s,
-        })
+        Ok(Envelope { id, to, data, persist, ttl_s })
     }
 
     /// The envelope as JSON, as a publisher would send it.
@@ -221,39 +181,18 @@ impl Envelope {
             ttl_s: u64,
         }
         let to = match &self.to {
-            Target::Users(users) => To {
-                users: Some(users),
-                channel: None,
-                all: None,
-            },
-            Target::Channel(c) => To {
-                users: None,
-                channel: Some(c),
-                all: None,
-            },
-            Target::All => To {
-                users: None,
-                channel: None,
-                all: Some(true),
-            },
+            Target::Users(users) => To { users: Some(users), channel: None, all: None },
+            Target::Channel(c) => To { users: None, channel: Some(c), all: None },
+            Target::All => To { users: None, channel: None, all: Some(true) },
         };
-        let out = Out {
-            id: self.id.as_deref(),
-            to,
-            data: &self.data,
-            persist: self.persist,
-            ttl_s: self.ttl_s,
-        };
+        let out = Out { id: self.id.as_deref(), to, data: &self.data, persist: self.persist, ttl_s: self.ttl_s };
         serde_json::to_vec(&out).unwrap_or_default()
     }
 }
 
 fn decode_target(raw: &RawValue, limits: &EnvelopeLimits) -> Result<Target, EnvelopeError> {
     let to = parse_object(raw.get()).map_err(|_| field("to", "must be an object"))?;
-    if let Some(unknown) = to
-        .keys()
-        .find(|k| !matches!(&***k, "users" | "channel" | "all"))
-    {
+    if let Some(unknown) = to.keys().find(|k| !matches!(&***k, "users" | "channel" | "all")) {
         let shown: String = unknown.chars().take(64).collect();
         return Err(field("to", format!("unknown target {shown:?}")));
     }
@@ -261,18 +200,14 @@ fn decode_target(raw: &RawValue, limits: &EnvelopeLimits) -> Result<Target, Enve
         return Err(field("to", "must have exactly one of users, channel, all"));
     }
     if let Some(raw) = to.get("users") {
-        let names: Vec<Cow<'_, str>> = serde_json::from_str(raw.get())
-            .map_err(|_| field("to.users", "must be an array of user ids"))?;
+        let names: Vec<Cow<'_, str>> =
+            serde_json::from_str(raw.get()).map_err(|_| field("to.users", "must be an array of user ids"))?;
         if names.is_empty() || names.len() > limits.max_users {
-            return Err(field(
-                "to.users",
-                format!("must hold 1 to {} user ids", limits.max_users),
-            ));
+            return Err(field("to.users", format!("must hold 1 to {} user ids", limits.max_users)));
         }
         let mut users: Vec<UserId> = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let user =
-                UserId::new(name).map_err(|e| field("to.users", format!("user id #{i} {e}")))?;
+            let user = UserId::new(name).map_err(|e| field("to.users", format!("user id #{i} {e}")))?;
             if !users.contains(&user) {
                 users.push(user);
             }
@@ -286,10 +221,7 @@ fn decode_target(raw: &RawValue, limits: &EnvelopeLimits) -> Result<Target, Enve
             .map(Target::Channel)
             .map_err(|e| field("to.channel", format!("channel name {e}")));
     }
-    match to
-        .get("all")
-        .map(|raw| serde_json::from_str::<bool>(raw.get()))
-    {
+    match to.get("all").map(|raw| serde_json::from_str::<bool>(raw.get())) {
         Some(Ok(true)) => Ok(Target::All),
         _ => Err(field("to.all", "must be true")),
     }
@@ -307,10 +239,7 @@ mod tests {
     fn the_spec_examples_decode() {
         let e = decode(r#"{"id": "order-42-shipped", "to": {"users": ["u1", "u2"]}, "data": {"any": "json"}, "persist": true, "ttl_s": 604800}"#).unwrap();
         assert_eq!(e.id.as_deref(), Some("order-42-shipped"));
-        assert_eq!(
-            e.to,
-            Target::Users(vec![UserId::new("u1").unwrap(), UserId::new("u2").unwrap()])
-        );
+        assert_eq!(e.to, Target::Users(vec![UserId::new("u1").unwrap(), UserId::new("u2").unwrap()]));
         assert_eq!(e.data.get(), r#"{"any": "json"}"#);
         assert!(e.persist);
         let e = decode(r#"{"to": {"channel": "news"}, "data": "hello"}"#).unwrap();
@@ -319,11 +248,7 @@ mod tests {
         assert_eq!(e.ttl_s, DEFAULT_TTL_S);
         let e = decode(r#"{"to": {"all": true}, "data": {"maintenance": "22:00"}}"#).unwrap();
         assert_eq!(e.to, Target::All);
-        assert!(
-            decode(r#"{"to":{"users":["u"]},"data":null}"#)
-                .unwrap()
-                .persist
-        );
+        assert!(decode(r#"{"to":{"users":["u"]},"data":null}"#).unwrap().persist);
     }
 
     #[test]
@@ -333,81 +258,33 @@ mod tests {
         assert_eq!(decode("[]").unwrap_err(), EnvelopeError::NotObject);
         assert_eq!(f(r#"{"data":1}"#).as_deref(), Some("to"));
         assert_eq!(f(r#"{"to":{"all":true}}"#).as_deref(), Some("data"));
+        assert_eq!(f(r#"{"to":{"all":false},"data":1}"#).as_deref(), Some("to.all"));
+        assert_eq!(f(r#"{"to":{"all":true,"channel":"x"},"data":1}"#).as_deref(), Some("to"));
+        assert_eq!(f(r#"{"to":{"users":[]},"data":1}"#).as_deref(), Some("to.users"));
+        assert_eq!(f(r#"{"to":{"users":["a b"]},"data":1}"#).as_deref(), Some("to.users"));
+        assert_eq!(f(r#"{"to":{"channel":"news"},"data":1,"persist":true}"#).as_deref(), Some("persist"));
+        assert_eq!(f(r#"{"to":{"all":true},"data":1,"ttl_s":0}"#).as_deref(), Some("ttl_s"));
+        assert_eq!(f(r#"{"to":{"all":true},"data":1,"ttl_s":-5}"#).as_deref(), Some("ttl_s"));
+        assert_eq!(f(r#"{"to":{"all":true},"data":1,"presist":true}"#).as_deref(), Some("presist"));
         assert_eq!(
-            f(r#"{"to":{"all":false},"data":1}"#).as_deref(),
-            Some("to.all")
-        );
-        assert_eq!(
-            f(r#"{"to":{"all":true,"channel":"x"},"data":1}"#).as_deref(),
-            Some("to")
-        );
-        assert_eq!(
-            f(r#"{"to":{"users":[]},"data":1}"#).as_deref(),
-            Some("to.users")
-        );
-        assert_eq!(
-            f(r#"{"to":{"users":["a b"]},"data":1}"#).as_deref(),
-            Some("to.users")
-        );
-        assert_eq!(
-            f(r#"{"to":{"channel":"news"},"data":1,"persist":true}"#).as_deref(),
-            Some("persist")
-        );
-        assert_eq!(
-            f(r#"{"to":{"all":true},"data":1,"ttl_s":0}"#).as_deref(),
-            Some("ttl_s")
-        );
-        assert_eq!(
-            f(r#"{"to":{"all":true},"data":1,"ttl_s":-5}"#).as_deref(),
-            Some("ttl_s")
-        );
-        assert_eq!(
-            f(r#"{"to":{"all":true},"data":1,"presist":true}"#).as_deref(),
-            Some("presist")
-        );
-        assert_eq!(
-            f(&format!(
-                r#"{{"id":"{}","to":{{"all":true}},"data":1}}"#,
-                "i".repeat(129)
-            ))
-            .as_deref(),
+            f(&format!(r#"{{"id":"{}","to":{{"all":true}},"data":1}}"#, "i".repeat(129))).as_deref(),
             Some("id")
         );
         let users: Vec<String> = (0..1001).map(|i| format!("\"u{i}\"")).collect();
-        assert_eq!(
-            f(&format!(
-                r#"{{"to":{{"users":[{}]}},"data":1}}"#,
-                users.join(",")
-            ))
-            .as_deref(),
-            Some("to.users")
-        );
+        assert_eq!(f(&format!(r#"{{"to":{{"users":[{}]}},"data":1}}"#, users.join(","))).as_deref(), Some("to.users"));
     }
 
     #[test]
     fn data_is_bounded() {
-        let limits = EnvelopeLimits {
-            max_data_bytes: 10,
-            ..Default::default()
-        };
-        let err =
-            Envelope::decode(br#"{"to":{"all":true},"data":"0123456789"}"#, &limits).unwrap_err();
-        assert_eq!(
-            err,
-            EnvelopeError::DataTooLarge {
-                size: 12,
-                limit: 10
-            }
-        );
+        let limits = EnvelopeLimits { max_data_bytes: 10, ..Default::default() };
+        let err = Envelope::decode(br#"{"to":{"all":true},"data":"0123456789"}"#, &limits).unwrap_err();
+        assert_eq!(err, EnvelopeError::DataTooLarge { size: 12, limit: 10 });
     }
 
     #[test]
     fn duplicate_users_are_merged() {
         let e = decode(r#"{"to":{"users":["a","b","a"]},"data":1}"#).unwrap();
-        assert_eq!(
-            e.to,
-            Target::Users(vec![UserId::new("a").unwrap(), UserId::new("b").unwrap()])
-        );
+        assert_eq!(e.to, Target::Users(vec![UserId::new("a").unwrap(), UserId::new("b").unwrap()]));
     }
 
     #[test]

@@ -40,12 +40,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(status: u16, error: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            status,
-            error,
-            message: message.into(),
-            retry_after_s: None,
-        }
+        Self { status, error, message: message.into(), retry_after_s: None }
     }
 
     pub fn not_found() -> Self {
@@ -57,10 +52,7 @@ impl Refusal {
     }
 
     pub fn unavailable(error: &'static str, message: &'static str, retry_after_s: u32) -> Self {
-        Self {
-            retry_after_s: Some(retry_after_s),
-            ..Self::new(503, error, message)
-        }
+        Self { retry_after_s: Some(retry_after_s), ..Self::new(503, error, message) }
     }
 
     pub fn forbidden_origin() -> Self {
@@ -109,9 +101,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 fn header_has_token(value: &str, token: &str) -> bool {
-    value
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Parses a request head from `buf`. `Ok(None)` means it is not complete yet.
@@ -175,20 +165,12 @@ impl<'a> Request<'a> {
             return Err(Refusal::bad_request("not a WebSocket upgrade"));
         }
         if self.version != Some("13") {
-            return Err(Refusal::new(
-                400,
-                "unsupported_version",
-                "Sec-WebSocket-Version must be 13",
-            ));
+            return Err(Refusal::new(400, "unsupported_version", "Sec-WebSocket-Version must be 13"));
         }
-        let key = self
-            .key
-            .ok_or_else(|| Refusal::bad_request("Sec-WebSocket-Key is missing"))?;
+        let key = self.key.ok_or_else(|| Refusal::bad_request("Sec-WebSocket-Key is missing"))?;
         match base64::engine::general_purpose::STANDARD.decode(key) {
             Ok(raw) if raw.len() == 16 => Ok(key),
-            _ => Err(Refusal::bad_request(
-                "Sec-WebSocket-Key must be 16 bytes in base64",
-            )),
+            _ => Err(Refusal::bad_request("Sec-WebSocket-Key must be 16 bytes in base64")),
         }
     }
 
@@ -199,9 +181,7 @@ impl<'a> Request<'a> {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if k == name {
                 return percent_decode(v).map(Some).ok_or_else(|| {
-                    Refusal::bad_request(format!(
-                        "query parameter {name} is not valid percent-encoding"
-                    ))
+                    Refusal::bad_request(format!("query parameter {name} is not valid percent-encoding"))
                 });
             }
         }
@@ -212,10 +192,9 @@ impl<'a> Request<'a> {
     pub fn last_seq(&self) -> Result<Option<u64>, Refusal> {
         match self.query_param("last_seq")? {
             None => Ok(None),
-            Some(v) => v
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| Refusal::bad_request("last_seq must be a non-negative integer")),
+            Some(v) => {
+                v.parse::<u64>().map(Some).map_err(|_| Refusal::bad_request("last_seq must be a non-negative integer"))
+            }
         }
     }
 
@@ -226,9 +205,7 @@ impl<'a> Request<'a> {
         }
         Ok(self.authorization.and_then(|h| {
             let (scheme, rest) = h.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| Cow::Borrowed(rest.trim()))
+            scheme.eq_ignore_ascii_case("bearer").then(|| Cow::Borrowed(rest.trim()))
         }))
     }
 }
@@ -286,10 +263,7 @@ mod tests {
 
     #[test]
     fn the_rfc_example_key_is_accepted() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -307,51 +281,22 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_with_400() {
         let with = |from: &str, to: &str| GOOD.replace(from, to);
-        let refuse = |text: String| {
-            parse_request(text.as_bytes())
-                .unwrap()
-                .unwrap()
-                .websocket_key()
-                .unwrap_err()
-                .status
-        };
+        let refuse =
+            |text: String| parse_request(text.as_bytes()).unwrap().unwrap().websocket_key().unwrap_err().status;
         assert_eq!(refuse(with("Upgrade: websocket\r\n", "")), 400);
         assert_eq!(refuse(with("GET", "POST")), 400);
         assert_eq!(refuse(with("Version: 13", "Version: 8")), 400);
         assert_eq!(refuse(with("dGhlIHNhbXBsZSBub25jZQ==", "short")), 400);
         let bad_seq = with("last_seq=5", "last_seq=-1");
-        assert_eq!(
-            parse_request(bad_seq.as_bytes())
-                .unwrap()
-                .unwrap()
-                .last_seq()
-                .unwrap_err()
-                .status,
-            400
-        );
+        assert_eq!(parse_request(bad_seq.as_bytes()).unwrap().unwrap().last_seq().unwrap_err().status, 400);
         let bad_seq = with("last_seq=5", "last_seq=abc");
-        assert_eq!(
-            parse_request(bad_seq.as_bytes())
-                .unwrap()
-                .unwrap()
-                .last_seq()
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            parse_request(b"\x00\x01 garbage\r\n\r\n")
-                .unwrap_err()
-                .status,
-            400
-        );
+        assert_eq!(parse_request(bad_seq.as_bytes()).unwrap().unwrap().last_seq().unwrap_err().status, 400);
+        assert_eq!(parse_request(b"\x00\x01 garbage\r\n\r\n").unwrap_err().status, 400);
     }
 
     #[test]
     fn bearer_tokens_are_read() {
-        let text = GOOD
-            .replace("token=abc%2Edef&", "")
-            .replace("Host: x", "Authorization: Bearer t.o.k");
+        let text = GOOD.replace("token=abc%2Edef&", "").replace("Host: x", "Authorization: Bearer t.o.k");
         let req = parse_request(text.as_bytes()).unwrap().unwrap();
         assert_eq!(req.token().unwrap().as_deref(), Some("t.o.k"));
     }

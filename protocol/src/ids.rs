@@ -135,27 +135,17 @@ impl ChannelPattern {
                 if !prefix.bytes().all(is_id_byte) {
                     return Err(IdError::BadChar);
                 }
-                Ok(Self {
-                    prefix: prefix.into(),
-                    wildcard: true,
-                })
+                Ok(Self { prefix: prefix.into(), wildcard: true })
             }
             None => {
                 check_id(s)?;
-                Ok(Self {
-                    prefix: s.into(),
-                    wildcard: false,
-                })
+                Ok(Self { prefix: s.into(), wildcard: false })
             }
         }
     }
 
     pub fn matches(&self, channel: &ChannelName) -> bool {
-        if self.wildcard {
-            channel.as_str().starts_with(&*self.prefix)
-        } else {
-            channel.as_str() == &*self.prefix
-        }
+        if self.wildcard { channel.as_str().starts_with(&*self.prefix) } else { channel.as_str() == &*self.prefix }
     }
 }
 

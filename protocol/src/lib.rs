@@ -32,8 +32,5 @@ pub use server::{ErrorCode, ServerFrame};
 
 /// Milliseconds since the Unix epoch, the unit of every `ts` and `since` on the wire.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -97,10 +97,7 @@ pub enum ServerFrameError {
     #[error("unknown frame type {0:?}")]
     UnknownType(String),
     #[error("frame {kind:?} lacks field {field:?}")]
-    Missing {
-        kind: &'static str,
-        field: &'static str,
-    },
+    Missing { kind: &'static str, field: &'static str },
 }
 
 /// Every field any server frame has, for decoding. (A flat struct rather than a tagged enum:
@@ -161,11 +158,7 @@ impl<'a> ServerFrame<'a> {
     /// Decodes a server frame from its JSON text, borrowing from it.
     pub fn decode(text: &'a str) -> Result<Self, ServerFrameError> {
         let f: Flat<'a> = serde_json::from_str(text)?;
-        fn need<T>(
-            v: Option<T>,
-            kind: &'static str,
-            field: &'static str,
-        ) -> Result<T, ServerFrameError> {
+        fn need<T>(v: Option<T>, kind: &'static str, field: &'static str) -> Result<T, ServerFrameError> {
             v.ok_or(ServerFrameError::Missing { kind, field })
         }
         Ok(match &*f.kind {
@@ -183,22 +176,13 @@ impl<'a> ServerFrame<'a> {
                 seq: f.seq,
                 channel: f.channel,
             },
-            "subscribed" => ServerFrame::Subscribed {
-                channel: need(f.channel, "subscribed", "channel")?,
-                id: f.id,
-            },
-            "unsubscribed" => ServerFrame::Unsubscribed {
-                channel: need(f.channel, "unsubscribed", "channel")?,
-                id: f.id,
-            },
+            "subscribed" => ServerFrame::Subscribed { channel: need(f.channel, "subscribed", "channel")?, id: f.id },
+            "unsubscribed" => {
+                ServerFrame::Unsubscribed { channel: need(f.channel, "unsubscribed", "channel")?, id: f.id }
+            }
             "pong" => ServerFrame::Pong { id: f.id },
-            "gap" => ServerFrame::Gap {
-                dropped: need(f.dropped, "gap", "dropped")?,
-                channel: f.channel,
-            },
-            "reconnect" => ServerFrame::Reconnect {
-                after_ms: need(f.after_ms, "reconnect", "after_ms")?,
-            },
+            "gap" => ServerFrame::Gap { dropped: need(f.dropped, "gap", "dropped")?, channel: f.channel },
+            "reconnect" => ServerFrame::Reconnect { after_ms: need(f.after_ms, "reconnect", "after_ms")? },
             "error" => ServerFrame::Error {
                 code: need(f.code, "error", "code")?,
                 message: need(f.message, "error", "message")?,
@@ -241,18 +225,14 @@ mod tests {
         let head = ws::decode_head(&bytes, false, usize::MAX).unwrap().unwrap();
         assert_eq!(head.opcode, OpCode::Text);
         let text = std::str::from_utf8(&bytes[head.head_len..]).unwrap();
-        assert_eq!(
-            text,
-            r#"{"type":"message","id":"m1","ts":1700000000000,"data":{"b":[1, 2],"a":"x"},"seq":7}"#
-        );
+        assert_eq!(text, r#"{"type":"message","id":"m1","ts":1700000000000,"data":{"b":[1, 2],"a":"x"},"seq":7}"#);
         let back = ServerFrame::decode(text).unwrap();
         assert_eq!(back.encode(), bytes);
     }
 
     #[test]
     fn null_data_is_data() {
-        let back =
-            ServerFrame::decode(r#"{"type":"message","id":"m","ts":1,"data":null}"#).unwrap();
+        let back = ServerFrame::decode(r#"{"type":"message","id":"m","ts":1,"data":null}"#).unwrap();
         assert!(matches!(back, ServerFrame::Message { ref data, .. } if data.get() == "null"));
         assert!(matches!(
             ServerFrame::decode(r#"{"type":"message","id":"m","ts":1}"#),

@@ -101,11 +101,7 @@ fn write_head(out: &mut [u8], opcode: OpCode, payload_len: usize) {
 /// Encodes a complete final server frame whose payload `write` appends to the buffer it is
 /// given. The payload is written once, after room for the largest header, and the header is
 /// put in front of it afterwards, so nothing is copied.
-pub fn encode_with(
-    opcode: OpCode,
-    capacity_hint: usize,
-    write: impl FnOnce(&mut Vec<u8>),
-) -> Bytes {
+pub fn encode_with(opcode: OpCode, capacity_hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut buf = Vec::with_capacity(MAX_SERVER_HEAD_LEN + capacity_hint);
     buf.resize(MAX_SERVER_HEAD_LEN, 0);
     write(&mut buf);
@@ -161,29 +157,18 @@ impl FrameHead {
 /// Reads a frame header from the start of `buf`. `Ok(None)` means the header is not complete
 /// yet. A server passes `require_mask = true`: RFC 6455 §5.1 requires it to fail the
 /// connection on an unmasked client frame. `max_payload` bounds a single frame (1009 above it).
-pub fn decode_head(
-    buf: &[u8],
-    require_mask: bool,
-    max_payload: usize,
-) -> Result<Option<FrameHead>, Violation> {
+pub fn decode_head(buf: &[u8], require_mask: bool, max_payload: usize) -> Result<Option<FrameHead>, Violation> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
     if b0 & 0x70 != 0 {
-        return Err(violation(
-            CloseCode::Protocol,
-            "reserved bits set without an extension",
-        ));
+        return Err(violation(CloseCode::Protocol, "reserved bits set without an extension"));
     }
-    let opcode =
-        OpCode::from_bits(b0 & 0x0F).ok_or(violation(CloseCode::Protocol, "reserved opcode"))?;
+    let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(violation(CloseCode::Protocol, "reserved opcode"))?;
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
     if require_mask && !masked {
-        return Err(violation(
-            CloseCode::Protocol,
-            "client frames must be masked",
-        ));
+        return Err(violation(CloseCode::Protocol, "client frames must be masked"));
     }
     let (len, mut at) = match b1 & 0x7F {
         126 => {
@@ -200,10 +185,7 @@ pub fn decode_head(
             be.copy_from_slice(bytes);
             let len = u64::from_be_bytes(be);
             if len >> 63 != 0 {
-                return Err(violation(
-                    CloseCode::Protocol,
-                    "payload length has its top bit set",
-                ));
+                return Err(violation(CloseCode::Protocol, "payload length has its top bit set"));
             }
             (len, 10)
         }
@@ -214,10 +196,7 @@ pub fn decode_head(
             return Err(violation(CloseCode::Protocol, "fragmented control frame"));
         }
         if len > MAX_CONTROL_PAYLOAD as u64 {
-            return Err(violation(
-                CloseCode::Protocol,
-                "control frame payload above 125 bytes",
-            ));
+            return Err(violation(CloseCode::Protocol, "control frame payload above 125 bytes"));
         }
     }
     if len > max_payload as u64 {
@@ -232,20 +211,12 @@ pub fn decode_head(
     } else {
         None
     };
-    Ok(Some(FrameHead {
-        fin,
-        opcode,
-        mask,
-        payload_len: len as usize,
-        head_len: at,
-    }))
+    Ok(Some(FrameHead { fin, opcode, mask, payload_len: len as usize, head_len: at }))
 }
 
 /// Unmasks (or masks: the operation is its own inverse) a payload in place.
 pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
-    let key8 = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let key8 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
     let mut chunks = payload.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -316,17 +287,12 @@ impl Assembler {
             OpCode::Close => decode_close(payload).map(|c| Some(Message::Close(c))),
             OpCode::Text | OpCode::Binary => {
                 if self.partial.is_some() {
-                    return Err(violation(
-                        CloseCode::Protocol,
-                        "new data frame inside a fragmented message",
-                    ));
+                    return Err(violation(CloseCode::Protocol, "new data frame inside a fragmented message"));
                 }
                 let text = head.opcode == OpCode::Text;
                 if head.fin {
                     return Ok(Some(if text {
-                        Message::Text(Cow::Borrowed(
-                            std::str::from_utf8(payload).map_err(|_| BAD_UTF8)?,
-                        ))
+                        Message::Text(Cow::Borrowed(std::str::from_utf8(payload).map_err(|_| BAD_UTF8)?))
                     } else {
                         Message::Binary(Cow::Borrowed(payload))
                     }));
@@ -334,24 +300,13 @@ impl Assembler {
                 if payload.len() > max_message {
                     return Err(violation(CloseCode::TooLarge, "message too large"));
                 }
-                let checked = if text {
-                    check_utf8(payload, 0, false)?
-                } else {
-                    0
-                };
-                self.partial = Some(Box::new(Partial {
-                    text,
-                    buf: payload.to_vec(),
-                    checked,
-                }));
+                let checked = if text { check_utf8(payload, 0, false)? } else { 0 };
+                self.partial = Some(Box::new(Partial { text, buf: payload.to_vec(), checked }));
                 Ok(None)
             }
             OpCode::Continuation => {
                 let Some(partial) = self.partial.as_mut() else {
-                    return Err(violation(
-                        CloseCode::Protocol,
-                        "continuation frame without a message",
-                    ));
+                    return Err(violation(CloseCode::Protocol, "continuation frame without a message"));
                 };
                 if partial.buf.len() + payload.len() > max_message {
                     return Err(violation(CloseCode::TooLarge, "message too large"));
@@ -368,9 +323,7 @@ impl Assembler {
                     return Ok(None);
                 };
                 Ok(Some(if done.text {
-                    Message::Text(Cow::Owned(
-                        String::from_utf8(done.buf).map_err(|_| BAD_UTF8)?,
-                    ))
+                    Message::Text(Cow::Owned(String::from_utf8(done.buf).map_err(|_| BAD_UTF8)?))
                 } else {
                     Message::Binary(Cow::Owned(done.buf))
                 }))
@@ -388,9 +341,8 @@ fn decode_close(payload: &[u8]) -> Result<Option<(u16, &str)>, Violation> {
             if !is_valid_wire_code(code) {
                 return Err(violation(CloseCode::Protocol, "invalid close code"));
             }
-            let reason = std::str::from_utf8(reason).map_err(|_| {
-                violation(CloseCode::InvalidPayload, "close reason is not valid UTF-8")
-            })?;
+            let reason = std::str::from_utf8(reason)
+                .map_err(|_| violation(CloseCode::InvalidPayload, "close reason is not valid UTF-8"))?;
             Ok(Some((code, reason)))
         }
     }
@@ -454,11 +406,7 @@ mod tests {
     fn incomplete_headers_ask_for_more() {
         let frame = encode_client(OpCode::Binary, true, &[0u8; 300], KEY);
         for cut in 0..8 {
-            assert_eq!(
-                decode_head(&frame[..cut], true, 1 << 20),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode_head(&frame[..cut], true, 1 << 20), Ok(None), "cut at {cut}");
         }
         assert!(decode_head(&frame[..8], true, 1 << 20).unwrap().is_some());
     }
@@ -466,37 +414,19 @@ mod tests {
     #[test]
     fn rule_breaking_frames_are_refused() {
         let unmasked = encode(OpCode::Text, b"x");
-        assert_eq!(
-            decode_head(&unmasked, true, 100).unwrap_err().code,
-            CloseCode::Protocol
-        );
+        assert_eq!(decode_head(&unmasked, true, 100).unwrap_err().code, CloseCode::Protocol);
         let mut rsv = encode_client(OpCode::Text, true, b"x", KEY);
         rsv[0] |= 0x40;
-        assert_eq!(
-            decode_head(&rsv, true, 100).unwrap_err().code,
-            CloseCode::Protocol
-        );
+        assert_eq!(decode_head(&rsv, true, 100).unwrap_err().code, CloseCode::Protocol);
         let mut opcode = encode_client(OpCode::Text, true, b"x", KEY);
         opcode[0] = 0x83;
-        assert_eq!(
-            decode_head(&opcode, true, 100).unwrap_err().code,
-            CloseCode::Protocol
-        );
+        assert_eq!(decode_head(&opcode, true, 100).unwrap_err().code, CloseCode::Protocol);
         let frag_ping = encode_client(OpCode::Ping, false, b"x", KEY);
-        assert_eq!(
-            decode_head(&frag_ping, true, 100).unwrap_err().code,
-            CloseCode::Protocol
-        );
+        assert_eq!(decode_head(&frag_ping, true, 100).unwrap_err().code, CloseCode::Protocol);
         let long_ping = encode_client(OpCode::Ping, true, &[0; 126], KEY);
-        assert_eq!(
-            decode_head(&long_ping, true, 1000).unwrap_err().code,
-            CloseCode::Protocol
-        );
+        assert_eq!(decode_head(&long_ping, true, 1000).unwrap_err().code, CloseCode::Protocol);
         let big = encode_client(OpCode::Binary, true, &[0; 101], KEY);
-        assert_eq!(
-            decode_head(&big, true, 100).unwrap_err().code,
-            CloseCode::TooLarge
-        );
+        assert_eq!(decode_head(&big, true, 100).unwrap_err().code, CloseCode::TooLarge);
     }
 
     #[test]
@@ -505,18 +435,8 @@ mod tests {
         let parts = [
             encode_client(OpCode::Text, false, "hé".as_bytes(), KEY),
             encode_client(OpCode::Ping, true, b"p", KEY),
-            encode_client(
-                OpCode::Continuation,
-                false,
-                &"llo wörld".as_bytes()[..6],
-                KEY,
-            ),
-            encode_client(
-                OpCode::Continuation,
-                true,
-                &"llo wörld".as_bytes()[6..],
-                KEY,
-            ),
+            encode_client(OpCode::Continuation, false, &"llo wörld".as_bytes()[..6], KEY),
+            encode_client(OpCode::Continuation, true, &"llo wörld".as_bytes()[6..], KEY),
         ];
         let mut out = Vec::new();
         for frame in &parts {
@@ -525,37 +445,20 @@ mod tests {
                 out.push(format!("{msg:?}"));
             }
         }
-        assert_eq!(
-            out,
-            vec![
-                r#"Ping([112])"#.to_string(),
-                r#"Text("héllo wörld")"#.to_string()
-            ]
-        );
+        assert_eq!(out, vec![r#"Ping([112])"#.to_string(), r#"Text("héllo wörld")"#.to_string()]);
         assert!(!asm.in_message());
     }
 
     #[test]
     fn bad_utf8_fails_fast_and_at_the_end() {
         let mut asm = Assembler::default();
-        let (h, p) = decode_one(&encode_client(
-            OpCode::Text,
-            false,
-            &[0xce, 0xba, 0xff],
-            KEY,
-        ));
-        assert_eq!(
-            asm.push(&h, &p, 1000).unwrap_err().code,
-            CloseCode::InvalidPayload
-        );
+        let (h, p) = decode_one(&encode_client(OpCode::Text, false, &[0xce, 0xba, 0xff], KEY));
+        assert_eq!(asm.push(&h, &p, 1000).unwrap_err().code, CloseCode::InvalidPayload);
         let mut asm = Assembler::default();
         let (h, p) = decode_one(&encode_client(OpCode::Text, false, &[b'a', 0xce], KEY));
         assert_eq!(asm.push(&h, &p, 1000), Ok(None));
         let (h, p) = decode_one(&encode_client(OpCode::Continuation, true, &[], KEY));
-        assert_eq!(
-            asm.push(&h, &p, 1000).unwrap_err().code,
-            CloseCode::InvalidPayload
-        );
+        assert_eq!(asm.push(&h, &p, 1000).unwrap_err().code, CloseCode::InvalidPayload);
     }
 
     #[test]
@@ -564,18 +467,9 @@ mod tests {
         assert_eq!(check(&[]), Ok(None));
         assert_eq!(check(&[3]).unwrap_err().code, CloseCode::Protocol);
         assert_eq!(check(&[0x03, 0xe8, b'o', b'k']), Ok(Some((1000, "ok"))));
-        assert_eq!(
-            check(&1005u16.to_be_bytes()).unwrap_err().code,
-            CloseCode::Protocol
-        );
-        assert_eq!(
-            check(&999u16.to_be_bytes()).unwrap_err().code,
-            CloseCode::Protocol
-        );
-        assert_eq!(
-            check(&[0x03, 0xe8, 0xff]).unwrap_err().code,
-            CloseCode::InvalidPayload
-        );
+        assert_eq!(check(&1005u16.to_be_bytes()).unwrap_err().code, CloseCode::Protocol);
+        assert_eq!(check(&999u16.to_be_bytes()).unwrap_err().code, CloseCode::Protocol);
+        assert_eq!(check(&[0x03, 0xe8, 0xff]).unwrap_err().code, CloseCode::InvalidPayload);
         let frame = close_frame(4001, &"é".repeat(100));
         let head = decode_head(&frame, false, 1000).unwrap().unwrap();
         assert!(head.payload_len <= MAX_CONTROL_PAYLOAD);

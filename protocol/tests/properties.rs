@@ -6,8 +6,7 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use pushgate_protocol::{
-    ChannelName, ClientFrame, ClientRequest, Envelope, EnvelopeLimits, ServerFrame, Target, UserId,
-    handshake,
+    ChannelName, ClientFrame, ClientRequest, Envelope, EnvelopeLimits, ServerFrame, Target, UserId, handshake,
     server::ErrorCode,
     ws::{self, Assembler, OpCode},
 };
@@ -35,15 +34,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 
 fn client_request() -> impl Strategy<Value = ClientRequest> {
     let frame = prop_oneof![
-        (id_string(), proptest::option::of("[A-Za-z0-9._-]{1,40}")).prop_map(|(c, token)| {
-            ClientFrame::Subscribe {
-                channel: ChannelName::new(&c).unwrap(),
-                token,
-            }
-        }),
-        id_string().prop_map(|c| ClientFrame::Unsubscribe {
-            channel: ChannelName::new(&c).unwrap()
-        }),
+        (id_string(), proptest::option::of("[A-Za-z0-9._-]{1,40}"))
+            .prop_map(|(c, token)| { ClientFrame::Subscribe { channel: ChannelName::new(&c).unwrap(), token } }),
+        id_string().prop_map(|c| ClientFrame::Unsubscribe { channel: ChannelName::new(&c).unwrap() }),
         any::<u64>().prop_map(|seq| ClientFrame::Ack { seq }),
         Just(ClientFrame::Ping),
     ];

@@ -8,7 +8,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+    tungstenite::{
+        Message,
+        client::IntoClientRequest,
+        http::HeaderValue,
+        protocol::{CloseFrame, frame::coding::CloseCode},
+    },
 };
 
 use crate::WAIT;
@@ -64,24 +69,14 @@ impl Client {
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
         let mut request = url.into_client_request()?;
         if let Some(origin) = origin {
-            request.headers_mut().insert(
-                "origin",
-                HeaderValue::from_str(origin).expect("origin header"),
-            );
+            request.headers_mut().insert("origin", HeaderValue::from_str(origin).expect("origin header"));
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Self {
-            ws,
-            welcome: None,
-            next_id: 0,
-        })
+        Ok(Self { ws, welcome: None, next_id: 0 })
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws
-            .send(Message::text(text.into()))
-            .await
-            .expect("send text");
+        self.ws.send(Message::text(text.into())).await.expect("send text");
     }
 
     pub async fn send_json(&mut self, value: &Value) {
@@ -89,15 +84,13 @@ impl Client {
     }
 
     pub async fn send_binary(&mut self, data: Vec<u8>) {
-        self.ws
-            .send(Message::binary(data))
-            .await
-            .expect("send binary");
+        self.ws.send(Message::binary(data)).await.expect("send binary");
     }
 
-    /// Sends a Close frame.
+    /// Sends a Close frame with 1000 (normal).
     pub async fn close(&mut self) {
-        let _ = self.ws.close(None).await;
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+        let _ = self.ws.close(Some(frame)).await;
     }
 
     /// The next server frame within [`WAIT`]; WebSocket Pings are answered and skipped.
@@ -116,9 +109,7 @@ impl Client {
             };
             match item {
                 Message::Text(text) => {
-                    return Received::Frame(
-                        serde_json::from_str(text.as_str()).expect("server frames are JSON"),
-                    );
+                    return Received::Frame(serde_json::from_str(text.as_str()).expect("server frames are JSON"));
                 }
                 Message::Close(frame) => {
                     return match frame {
@@ -135,11 +126,7 @@ impl Client {
     /// The next frame, which must be of type `ty`.
     pub async fn expect(&mut self, ty: &str) -> Value {
         let got = self.next().await;
-        assert_eq!(
-            got.frame_type(),
-            Some(ty),
-            "expected a {ty} frame, got {got:?}"
-        );
+        assert_eq!(got.frame_type(), Some(ty), "expected a {ty} frame, got {got:?}");
         got.json().cloned().unwrap_or_default()
     }
 
@@ -184,8 +171,7 @@ impl Client {
 
     pub async fn unsubscribe(&mut self, channel: &str) -> Value {
         let id = self.request_id();
-        self.send_json(&json!({"type": "unsubscribe", "channel": channel, "id": id}))
-            .await;
+        self.send_json(&json!({"type": "unsubscribe", "channel": channel, "id": id})).await;
         self.reply_to(&id).await
     }
 
@@ -201,10 +187,7 @@ impl Client {
         loop {
             let got = self.next().await;
             match got.json() {
-                Some(v)
-                    if v.get("id").and_then(Value::as_str) == Some(id)
-                        && v["type"] != "message" =>
-                {
+                Some(v) if v.get("id").and_then(Value::as_str) == Some(id) && v["type"] != "message" => {
                     return v.clone();
                 }
                 Some(_) => continue,

@@ -9,9 +9,7 @@ use std::{
 };
 
 use pushgate_gateway::auth::Auth;
-use pushgate_protocol::{
-    ChannelClaims, ChannelName, ChannelPattern, DeviceId, SessionClaims, UserId, now_ms,
-};
+use pushgate_protocol::{ChannelClaims, ChannelName, ChannelPattern, DeviceId, SessionClaims, UserId, now_ms};
 use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -101,12 +99,7 @@ impl Gateway {
             .await
             .expect("gateway did not print its ready line in time")
             .expect("read stdout")
-            .unwrap_or_else(|| {
-                panic!(
-                    "gateway exited before it was ready; log:\n{}",
-                    read_tail(&log)
-                )
-            });
+            .unwrap_or_else(|| panic!("gateway exited before it was ready; log:\n{}", read_tail(&log)));
         let field = |name: &str| -> String {
             ready
                 .split_whitespace()
@@ -144,21 +137,12 @@ impl Gateway {
         self.token_expiring(user, device, channels, now_ms() / 1000 + 3600)
     }
 
-    pub fn token_expiring(
-        &self,
-        user: &str,
-        device: Option<&str>,
-        channels: &[&str],
-        exp: u64,
-    ) -> String {
+    pub fn token_expiring(&self, user: &str, device: Option<&str>, channels: &[&str], exp: u64) -> String {
         self.auth.mint_session(&SessionClaims {
             sub: UserId::new(user).unwrap(),
             exp,
             dev: device.map(|d| DeviceId::new(d).unwrap()),
-            chs: channels
-                .iter()
-                .map(|c| ChannelPattern::parse(c).unwrap())
-                .collect(),
+            chs: channels.iter().map(|c| ChannelPattern::parse(c).unwrap()).collect(),
         })
     }
 
@@ -177,15 +161,9 @@ impl Gateway {
 
     /// Connects with `token` and reads the welcome.
     pub async fn connect_token(&self, token: &str) -> Client {
-        let mut client = Client::connect(&format!("{}?token={token}", self.ws_url()))
-            .await
-            .expect("connect");
+        let mut client = Client::connect(&format!("{}?token={token}", self.ws_url())).await.expect("connect");
         let welcome = client.next().await;
-        assert_eq!(
-            welcome.frame_type(),
-            Some("welcome"),
-            "first frame: {welcome:?}"
-        );
+        assert_eq!(welcome.frame_type(), Some("welcome"), "first frame: {welcome:?}");
         client.welcome = welcome.json().cloned();
         client
     }
@@ -206,37 +184,19 @@ impl Gateway {
             .expect("admin request");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(self.admin_url(path))
-            .send()
-            .await
-            .expect("admin request");
+        let response = self.http.get(self.admin_url(path)).send().await.expect("admin request");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        self.http.get(self.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("metrics text")
     }
 
     /// A metric's value: the sum over series whose name is `name` and whose labels contain
@@ -246,12 +206,7 @@ impl Gateway {
     }
 
     /// Waits until a metric satisfies `ok`.
-    pub async fn wait_metric(
-        &self,
-        name: &str,
-        labels: &[(&str, &str)],
-        ok: impl Fn(f64) -> bool,
-    ) -> f64 {
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], ok: impl Fn(f64) -> bool) -> f64 {
         eventually(WAIT, &format!("metric {name}{labels:?}"), || async {
             let v = self.metric(name, labels).await;
             ok(v).then_some(v)
@@ -262,22 +217,13 @@ impl Gateway {
     /// Sends a signal (`TERM`, `KILL`, …) to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("gateway still running");
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status();
-        assert!(
-            status.map(|s| s.success()).unwrap_or(false),
-            "kill -{signal} {pid}"
-        );
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{signal} {pid}");
     }
 
     /// Waits for the process to exit.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("gateway did not exit in time")
-            .expect("wait")
+        tokio::time::timeout(within, self.child.wait()).await.expect("gateway did not exit in time").expect("wait")
     }
 
     /// The process's log so far.
@@ -294,11 +240,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- gateway {} log (tail) ---\n{}",
-                self.node_id,
-                read_tail(&self.log)
-            );
+            eprintln!("--- gateway {} log (tail) ---\n{}", self.node_id, read_tail(&self.log));
         }
         let _ = self.child.start_kill();
     }

@@ -46,9 +46,7 @@ pub fn bin_dir() -> std::path::PathBuf {
 
 /// Path of a workspace binary; `PUSHGATE_BIN_DIR` overrides where to look.
 pub fn binary(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("PUSHGATE_BIN_DIR")
-        .map(Into::into)
-        .unwrap_or_else(bin_dir);
+    let dir = std::env::var_os("PUSHGATE_BIN_DIR").map(Into::into).unwrap_or_else(bin_dir);
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -38,21 +38,14 @@ const KEY: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 impl RawClient {
     /// Opens a TCP connection without sending anything.
     pub async fn open(addr: SocketAddr) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.expect("tcp connect"),
-            buf: Vec::new(),
-        }
+        Self { stream: TcpStream::connect(addr).await.expect("tcp connect"), buf: Vec::new() }
     }
 
     /// Sends a raw HTTP request and returns the response head and body as text (the body is
     /// read up to `content-length`).
     pub async fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
         let mut client = Self::open(addr).await;
-        client
-            .stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write request");
+        client.stream.write_all(request.as_bytes()).await.expect("write request");
         client.read_response().await
     }
 
@@ -64,17 +57,11 @@ impl RawClient {
             self.fill().await.expect("response head");
         };
         let head = String::from_utf8_lossy(&self.buf[..head_end]).to_string();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status");
+        let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
         let length = head
             .lines()
             .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
             })
             .unwrap_or(0);
         while self.buf.len() < head_end + length {
@@ -82,9 +69,7 @@ impl RawClient {
                 break;
             }
         }
-        let body =
-            String::from_utf8_lossy(&self.buf[head_end..(head_end + length).min(self.buf.len())])
-                .to_string();
+        let body = String::from_utf8_lossy(&self.buf[head_end..(head_end + length).min(self.buf.len())]).to_string();
         self.buf.drain(..(head_end + length).min(self.buf.len()));
         (status, head, body)
     }
@@ -101,17 +86,10 @@ impl RawClient {
     /// RFC 6455 accept key of the sample key `dGhlIHNhbXBsZSBub25jZQ==`.
     pub async fn upgrade(addr: SocketAddr, request: &str) -> Self {
         let mut client = Self::open(addr).await;
-        client
-            .stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("write upgrade");
+        client.stream.write_all(request.as_bytes()).await.expect("write upgrade");
         let (status, head, body) = client.read_response().await;
         assert_eq!(status, 101, "upgrade refused: {head}{body}");
-        assert!(
-            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            "accept key: {head}"
-        );
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key: {head}");
         client
     }
 
@@ -144,10 +122,7 @@ impl RawClient {
             {
                 let payload = self.buf[head.head_len..head.frame_len()].to_vec();
                 self.buf.drain(..head.frame_len());
-                return Some(RawFrame {
-                    opcode: head.opcode,
-                    payload,
-                });
+                return Some(RawFrame { opcode: head.opcode, payload });
             }
             match tokio::time::timeout_at(deadline, self.fill()).await {
                 Ok(Ok(())) => {}

@@ -37,11 +37,7 @@ pub struct Outbound {
 impl Outbound {
     /// A frame that is not a delivery (replies, control frames).
     pub fn control(frame: Bytes) -> Self {
-        Self {
-            frame,
-            seq: 0,
-            born_ms: 0,
-        }
+        Self { frame, seq: 0, born_ms: 0 }
     }
 }
 
@@ -56,11 +52,7 @@ pub struct CloseRequest {
 
 impl CloseRequest {
     pub fn new(code: CloseCode, reason: &'static str) -> Self {
-        Self {
-            code,
-            reason,
-            reconnect_after_ms: None,
-        }
+        Self { code, reason, reconnect_after_ms: None }
     }
 }
 
@@ -91,9 +83,6 @@ pub enum OutboxEvent {
     Frames(usize),
     /// Close as asked.
     Close(CloseRequest),
-    /// Drop the socket now: the close handshake took too long.
-    Abort,
-    Idle,
 }
 
 #[derive(Debug, Default)]
@@ -105,7 +94,6 @@ struct Outbox {
     gaps: Vec<(Option<ChannelName>, u64)>,
     close: Option<CloseRequest>,
     close_taken: bool,
-    abort: bool,
     waker: Option<Waker>,
 }
 
@@ -127,8 +115,6 @@ pub struct Shared {
     heard_ms: AtomicU64,
     /// Node clock (ms) since when a write has been waiting on the socket; 0 when not stalled.
     stalled_ms: AtomicU64,
-    /// Node clock (ms) when closing began; 0 while open.
-    closing_ms: AtomicU64,
 }
 
 impl SessionHandle {
@@ -149,7 +135,6 @@ impl SessionHandle {
             outbox: Mutex::new(Outbox::default()),
             heard_ms: AtomicU64::new(now_ms),
             stalled_ms: AtomicU64::new(0),
-            closing_ms: AtomicU64::new(0),
         }))
     }
 
@@ -168,12 +153,7 @@ impl SessionHandle {
 
     /// Queues a frame unless the outbox is full. Full: a non-durable frame is dropped and
     /// counted for a `gap` frame (on `channel`), a durable one closes the session with 4001.
-    pub fn push(
-        &self,
-        out: Outbound,
-        channel: Option<&ChannelName>,
-        limits: OutboxLimits,
-    ) -> Pushed {
+    pub fn push(&self, out: Outbound, channel: Option<&ChannelName>, limits: OutboxLimits) -> Pushed {
         let mut outbox = self.0.outbox.lock();
         if outbox.close.is_some() {
             return Pushed::Closed;
@@ -222,18 +202,7 @@ impl SessionHandle {
         true
     }
 
-    /// Tells a closing session to drop its socket now.
-    pub fn abort(&self) {
-        let mut outbox = self.0.outbox.lock();
-        outbox.abort = true;
-        let waker = outbox.waker.take();
-        drop(outbox);
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    /// Called by the session task: takes a close request or an abort first, then (when `take`
+    /// Called by the session task: takes a close request first, then (when `take`
     /// is set and `into` is empty) every queued frame followed by any `gap` frames. Registers
     /// the task's waker when there is nothing to do.
     pub(crate) fn poll_outbox(
@@ -243,9 +212,6 @@ impl SessionHandle {
         take: bool,
     ) -> Poll<OutboxEvent> {
         let mut outbox = self.0.outbox.lock();
-        if outbox.abort {
-            return Poll::Ready(OutboxEvent::Abort);
-        }
         if !outbox.close_taken
             && let Some(request) = outbox.close.clone()
         {
@@ -258,10 +224,7 @@ impl SessionHandle {
             outbox.bytes = 0;
             let taken = into.len();
             for (channel, dropped) in outbox.gaps.drain(..) {
-                let gap = ServerFrame::Gap {
-                    dropped,
-                    channel: channel.as_ref().map(|c| c.as_str().into()),
-                };
+                let gap = ServerFrame::Gap { dropped, channel: channel.as_ref().map(|c| c.as_str().into()) };
                 into.push_back(Outbound::control(gap.encode()));
             }
             outbox.gaps = Vec::new();
@@ -291,12 +254,7 @@ impl SessionHandle {
     pub fn stalled(&self, since_ms: Option<u64>) {
         match since_ms {
             Some(now) => {
-                let _ = self.0.stalled_ms.compare_exchange(
-                    0,
-                    now.max(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                let _ = self.0.stalled_ms.compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed);
             }
             None => self.0.stalled_ms.store(0, Ordering::Relaxed),
         }
@@ -306,12 +264,9 @@ impl SessionHandle {
         self.0.stalled_ms.load(Ordering::Relaxed)
     }
 
-    pub fn closing(&self, now_ms: u64) {
-        self.0.closing_ms.store(now_ms.max(1), Ordering::Relaxed);
-    }
-
-    pub fn closing_ms(&self) -> u64 {
-        self.0.closing_ms.load(Ordering::Relaxed)
+    /// Whether a close was requested (the session is closing or about to).
+    pub fn is_closing(&self) -> bool {
+        self.0.outbox.lock().close.is_some()
     }
 }
 
@@ -326,17 +281,10 @@ mod tests {
     }
 
     fn frame(seq: u64) -> Outbound {
-        Outbound {
-            frame: Bytes::from_static(b"abcd"),
-            seq,
-            born_ms: 0,
-        }
+        Outbound { frame: Bytes::from_static(b"abcd"), seq, born_ms: 0 }
     }
 
-    const LIMITS: OutboxLimits = OutboxLimits {
-        max_frames: 2,
-        max_bytes: 1000,
-    };
+    const LIMITS: OutboxLimits = OutboxLimits { max_frames: 2, max_bytes: 1000 };
 
     #[test]
     fn a_full_outbox_drops_non_durable_frames_and_announces_a_gap() {
@@ -348,21 +296,11 @@ mod tests {
         assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Dropped);
         let mut cx = Context::from_waker(Waker::noop());
         let mut into = VecDeque::new();
-        assert!(matches!(
-            h.poll_outbox(&mut cx, &mut into, true),
-            Poll::Ready(OutboxEvent::Frames(2))
-        ));
+        assert!(matches!(h.poll_outbox(&mut cx, &mut into, true), Poll::Ready(OutboxEvent::Frames(2))));
         assert_eq!(into.len(), 4);
         let gap = &into[2].frame;
-        assert!(
-            std::str::from_utf8(&gap[2..])
-                .unwrap()
-                .contains(r#""type":"gap","dropped":1,"channel":"news""#)
-        );
-        assert!(matches!(
-            h.poll_outbox(&mut cx, &mut VecDeque::new(), true),
-            Poll::Pending
-        ));
+        assert!(std::str::from_utf8(&gap[2..]).unwrap().contains(r#""type":"gap","dropped":1,"channel":"news""#));
+        assert!(matches!(h.poll_outbox(&mut cx, &mut VecDeque::new(), true), Poll::Pending));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! this struct and its [`SessionHandle`] — no read buffer (reads land in a per-thread scratch
 //! buffer and only an incomplete frame is copied out), no write buffer (queued frames are shared
 //! `Bytes`, written with one vectored write, and the queue's allocation is released once it is
-//! empty), no timer (the heartbeat wheel watches liveness from outside), no tracing span.
+//! empty), no timer (the heartbeat wheel watches liveness from outside; a session holds a timer
+//! only while closing), no tracing span.
 
 mod handle;
 mod rate;
@@ -14,22 +15,21 @@ use std::{
     borrow::Cow,
     cell::RefCell,
     collections::VecDeque,
-    future::poll_fn,
+    future::{Future, poll_fn},
     io::{self, IoSlice},
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-pub use handle::{
-    CloseRequest, Outbound, OutboxEvent, OutboxLimits, Pushed, SessionHandle, SessionId,
-};
+pub use handle::{CloseRequest, Outbound, OutboxEvent, OutboxLimits, Pushed, SessionHandle, SessionId};
 use pushgate_protocol::{
     ChannelName, ChannelPattern, ClientFrame, ClientRequest, CloseCode, ErrorCode, ServerFrame,
     ws::{self, Assembler, Message, OpCode, Violation},
 };
 use rate::{RateBucket, Verdict};
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Sleep};
 
 use crate::node::Node;
 
@@ -67,11 +67,7 @@ pub struct ClientState {
 
 impl ClientState {
     pub fn new(patterns: Vec<ChannelPattern>, cursor: u64) -> Self {
-        Self {
-            patterns: patterns.into_boxed_slice(),
-            subscriptions: Vec::new(),
-            last_seq_sent: cursor,
-        }
+        Self { patterns: patterns.into_boxed_slice(), subscriptions: Vec::new(), last_seq_sent: cursor }
     }
 }
 
@@ -107,6 +103,8 @@ pub struct Session {
     assembler: Assembler,
     rate: RateBucket,
     phase: Phase,
+    /// Set when closing begins: the one timer a session ever holds, and only while closing.
+    close_deadline: Option<Pin<Box<Sleep>>>,
     ending: Ending,
     max_message: usize,
 }
@@ -114,13 +112,7 @@ pub struct Session {
 impl Session {
     /// A session that starts by writing `first` (the welcome frame) and then reads `pipelined`
     /// (bytes the client sent right behind its upgrade request).
-    pub fn new(
-        node: Arc<Node>,
-        handle: SessionHandle,
-        stream: TcpStream,
-        role: Role,
-        first: Option<Bytes>,
-    ) -> Self {
+    pub fn new(node: Arc<Node>, handle: SessionHandle, stream: TcpStream, role: Role, first: Option<Bytes>) -> Self {
         let now = node.clock.now_ms();
         let max_message = match role {
             Role::Client(_) => node.config.max_frame_bytes,
@@ -142,6 +134,7 @@ impl Session {
             assembler: Assembler::default(),
             rate,
             phase: Phase::Open,
+            close_deadline: None,
             ending: Ending::default(),
             max_message,
         }
@@ -180,9 +173,13 @@ impl Session {
                 match event {
                     OutboxEvent::Frames(taken) => self.accept_taken(taken),
                     OutboxEvent::Close(request) => self.begin_close(request),
-                    OutboxEvent::Abort => self.phase = Phase::Done,
-                    OutboxEvent::Idle => {}
                 }
+            }
+            // A close handshake that outlives the close timeout ends here.
+            if let Some(deadline) = &mut self.close_deadline
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                self.phase = Phase::Done;
             }
 
             // 2. Write what is queued.
@@ -201,8 +198,7 @@ impl Session {
             }
 
             // 3. Read, unless replies are piling up behind a client that does not read.
-            if self.phase != Phase::Done && self.writing.len() < self.node.outbox_limits.max_frames
-            {
+            if self.phase != Phase::Done && self.writing.len() < self.node.outbox_limits.max_frames {
                 match self.stream.poll_read_ready(cx) {
                     Poll::Ready(Ok(())) => match self.read_some() {
                         Ok(()) => progressed = true,
@@ -265,10 +261,7 @@ impl Session {
         self.node.metrics.frames_out.increment(frames);
         if oldest_born != u64::MAX {
             let age = self.node.clock.now_ms().saturating_sub(oldest_born);
-            self.node
-                .metrics
-                .delivery_seconds
-                .record(age as f64 / 1000.0);
+            self.node.metrics.delivery_seconds.record(age as f64 / 1000.0);
         }
         if self.writing.is_empty() && self.writing.capacity() > 0 {
             // Release the queue's allocation: idle sessions hold none.
@@ -305,11 +298,7 @@ impl Session {
 
     fn reply_error(&mut self, code: ErrorCode, message: Cow<'_, str>, id: Option<&str>) {
         self.node.metrics.frame_in("refused");
-        let frame = ServerFrame::Error {
-            code,
-            message,
-            id: id.map(Cow::Borrowed),
-        };
+        let frame = ServerFrame::Error { code, message, id: id.map(Cow::Borrowed) };
         self.reply(frame.encode());
     }
 
@@ -331,7 +320,11 @@ impl Session {
         }
         self.reply(ws::close_frame(request.code.as_u16(), request.reason));
         self.phase = Phase::Closing { peer_closed: false };
-        self.handle.closing(self.node.clock.now_ms());
+        self.start_close_timer();
+    }
+
+    fn start_close_timer(&mut self) {
+        self.close_deadline = Some(Box::pin(tokio::time::sleep(self.node.config.close_timeout)));
     }
 
     fn violation(&mut self, v: Violation) {
@@ -345,7 +338,7 @@ impl Session {
                 self.ending.client_code = Some(frame.map_or(1005, |(code, _)| code));
                 self.reply(ws::close_frame(code, ""));
                 self.phase = Phase::Closing { peer_closed: true };
-                self.handle.closing(self.node.clock.now_ms());
+                self.start_close_timer();
             }
             Phase::Closing { .. } => self.phase = Phase::Closing { peer_closed: true },
             Phase::Done => {}
@@ -382,8 +375,7 @@ impl Session {
                 Ok(Some(head)) => head.frame_len(),
                 _ => ws::MAX_HEAD_LEN,
             };
-            self.leftover
-                .reserve(want.saturating_sub(self.leftover.len()).max(4096));
+            self.leftover.reserve(want.saturating_sub(self.leftover.len()).max(4096));
             match self.stream.try_read_buf(&mut self.leftover) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => {}
@@ -441,21 +433,13 @@ impl Session {
         if matches!(self.role, Role::Client(_)) {
             let now = self.node.clock.now_ms();
             let config = &self.node.config;
-            match self
-                .rate
-                .admit(now, config.client_rate_per_s, config.client_rate_burst)
-            {
+            match self.rate.admit(now, config.client_rate_per_s, config.client_rate_burst) {
                 Verdict::Allow => {}
                 Verdict::Refuse => {
-                    return self.reply_error(
-                        ErrorCode::RateLimited,
-                        "too many frames; slow down".into(),
-                        None,
-                    );
+                    return self.reply_error(ErrorCode::RateLimited, "too many frames; slow down".into(), None);
                 }
                 Verdict::Close => {
-                    return self
-                        .begin_close(CloseRequest::new(CloseCode::RateLimited, "too many frames"));
+                    return self.begin_close(CloseRequest::new(CloseCode::RateLimited, "too many frames"));
                 }
             }
         }
@@ -464,19 +448,15 @@ impl Session {
                 self.node.metrics.frame_in("ws_ping");
                 self.reply(ws::encode(OpCode::Pong, payload));
             }
-            (Message::Text(text), Role::Echo) => {
-                self.reply(ws::encode(OpCode::Text, text.as_bytes()))
-            }
+            (Message::Text(text), Role::Echo) => self.reply(ws::encode(OpCode::Text, text.as_bytes())),
             (Message::Binary(data), Role::Echo) => self.reply(ws::encode(OpCode::Binary, &data)),
             (Message::Text(text), Role::Client(_)) => match ClientRequest::decode(&text) {
                 Ok(request) => self.on_request(request),
                 Err(e) => self.reply_error(e.code, e.message, e.id.as_deref()),
             },
-            (Message::Binary(_), Role::Client(_)) => self.reply_error(
-                ErrorCode::BadFrame,
-                "binary frames are not supported; send JSON text".into(),
-                None,
-            ),
+            (Message::Binary(_), Role::Client(_)) => {
+                self.reply_error(ErrorCode::BadFrame, "binary frames are not supported; send JSON text".into(), None)
+            }
             (Message::Pong(_) | Message::Close(_), _) => {}
         }
     }
@@ -491,22 +471,10 @@ impl Session {
             ClientFrame::Subscribe { channel, token } => {
                 node.metrics.frame_in("subscribe");
                 if state.subscriptions.contains(&channel) {
-                    ServerFrame::Subscribed {
-                        channel: channel.as_str().into(),
-                        id,
-                    }
-                    .encode()
+                    ServerFrame::Subscribed { channel: channel.as_str().into(), id }.encode()
                 } else if state.subscriptions.len() >= node.config.max_channels_per_session {
-                    let message = format!(
-                        "at most {} channels per session",
-                        node.config.max_channels_per_session
-                    );
-                    ServerFrame::Error {
-                        code: ErrorCode::TooManyChannels,
-                        message: message.into(),
-                        id,
-                    }
-                    .encode()
+                    let message = format!("at most {} channels per session", node.config.max_channels_per_session);
+                    ServerFrame::Error { code: ErrorCode::TooManyChannels, message: message.into(), id }.encode()
                 } else {
                     let verdict = if state.patterns.iter().any(|p| p.matches(&channel)) {
                         Ok(())
@@ -522,14 +490,8 @@ impl Session {
                     match verdict {
                         Ok(()) => {
                             node.registry.subscribe(&channel, &self.handle);
-                            node.metrics
-                                .channels
-                                .set(node.registry.channel_count() as f64);
-                            let frame = ServerFrame::Subscribed {
-                                channel: channel.as_str().into(),
-                                id,
-                            }
-                            .encode();
+                            node.metrics.channels.set(node.registry.channel_count() as f64);
+                            let frame = ServerFrame::Subscribed { channel: channel.as_str().into(), id }.encode();
                             state.subscriptions.push(channel);
                             return self.reply(frame);
                         }
@@ -547,29 +509,15 @@ impl Session {
                 if let Some(at) = state.subscriptions.iter().position(|c| c == &channel) {
                     state.subscriptions.swap_remove(at);
                     node.registry.unsubscribe(&channel, self.handle.id());
-                    node.metrics
-                        .channels
-                        .set(node.registry.channel_count() as f64);
+                    node.metrics.channels.set(node.registry.channel_count() as f64);
                 }
-                ServerFrame::Unsubscribed {
-                    channel: channel.as_str().into(),
-                    id,
-                }
-                .encode()
+                ServerFrame::Unsubscribed { channel: channel.as_str().into(), id }.encode()
             }
             ClientFrame::Ack { seq } => {
                 node.metrics.frame_in("ack");
                 if seq > state.last_seq_sent {
-                    let message = format!(
-                        "ack {seq} is above the highest seq sent ({})",
-                        state.last_seq_sent
-                    );
-                    ServerFrame::Error {
-                        code: ErrorCode::BadFrame,
-                        message: message.into(),
-                        id,
-                    }
-                    .encode()
+                    let message = format!("ack {seq} is above the highest seq sent ({})", state.last_seq_sent);
+                    ServerFrame::Error { code: ErrorCode::BadFrame, message: message.into(), id }.encode()
                 } else {
                     return;
                 }

@@ -21,11 +21,7 @@ pub struct RateBucket {
 
 impl RateBucket {
     pub fn full(burst: u32, now_ms: u64) -> Self {
-        Self {
-            milli_tokens: burst.saturating_mul(1000),
-            refilled_ms: now_ms as u32,
-            refused: 0,
-        }
+        Self { milli_tokens: burst.saturating_mul(1000), refilled_ms: now_ms as u32, refused: 0 }
     }
 
     pub fn admit(&mut self, now_ms: u64, per_s: u32, burst: u32) -> Verdict {
@@ -45,11 +41,7 @@ impl RateBucket {
             return Verdict::Allow;
         }
         self.refused += 1;
-        if self.refused > burst {
-            Verdict::Close
-        } else {
-            Verdict::Refuse
-        }
+        if self.refused > burst { Verdict::Close } else { Verdict::Refuse }
     }
 }
 
@@ -62,10 +54,7 @@ mod tests {
         let mut b = RateBucket::full(3, 0);
         let verdicts: Vec<_> = (0..8).map(|_| b.admit(0, 10, 3)).collect();
         use Verdict::*;
-        assert_eq!(
-            verdicts,
-            vec![Allow, Allow, Allow, Refuse, Refuse, Refuse, Close, Close]
-        );
+        assert_eq!(verdicts, vec![Allow, Allow, Allow, Refuse, Refuse, Refuse, Close, Close]);
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! The admin API (SPEC §5 HTTP publish, §7): validation with the field at fault, the API key,
+//! health and readiness, presence, metrics that move.
+#![allow(clippy::unwrap_used)]
+
+use pushgate_tests::{Gateway, GatewayOptions};
+use serde_json::json;
+
+#[tokio::test]
+async fn publish_refuses_bad_envelopes_naming_the_field() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("max_data_bytes", 1000)).await;
+    let cases = [
+        ("{not json", 400, None),
+        ("[1]", 400, None),
+        (r#"{"data":1}"#, 400, Some("to")),
+        (r#"{"to":{"users":[]},"data":1}"#, 400, Some("to.users")),
+        (r#"{"to":{"users":["bad id"]},"data":1}"#, 400, Some("to.users")),
+        (r#"{"to":{"channel":"news","all":true},"data":1}"#, 400, Some("to")),
+        (r#"{"to":{"channel":"news"},"data":1,"persist":true}"#, 400, Some("persist")),
+        (r#"{"to":{"all":true}}"#, 400, Some("data")),
+        (r#"{"to":{"all":true},"data":1,"ttl_s":"soon"}"#, 400, Some("ttl_s")),
+        (r#"{"to":{"all":true},"data":1,"colour":"red"}"#, 400, Some("colour")),
+    ];
+    for (body, status, field) in cases {
+        let (got, answer) = gw.post_json("/v1/publish", body.to_owned()).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert_eq!(answer["error"], "bad_envelope", "{body} → {answer}");
+        assert_eq!(answer["field"].as_str(), field, "{body} → {answer}");
+    }
+    let big = json!({"to": {"all": true}, "data": "x".repeat(2000)});
+    let (status, answer) = gw.publish(&big).await;
+    assert_eq!((status, answer["error"].as_str(), answer["field"].as_str()), (413, Some("too_large"), Some("data")));
+    let huge = format!(r#"{{"to":{{"all":true}},"data":"{}"}}"#, "x".repeat(1 << 20));
+    let (status, _) = gw.post_json("/v1/publish", huge).await;
+    assert_eq!(status, 413);
+    assert!(gw.metric("pushgate_publish_refusals_total", &[("error", "bad_envelope")]).await >= 10.0);
+}
+
+#[tokio::test]
+async fn the_api_key_guards_every_v1_route() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("api_key", "s3cret-key")).await;
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("POST", "/v1/publish"),
+        ("GET", "/v1/users/u/presence"),
+        ("POST", "/v1/users/u/disconnect"),
+        ("POST", "/v1/drain"),
+    ] {
+        let request = http.request(method.parse().unwrap(), gw.admin_url(path));
+        let response = request.try_clone().unwrap().send().await.unwrap();
+        assert_eq!(response.status(), 401, "{method} {path} without a key");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        let response = request.try_clone().unwrap().bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(response.status(), 401, "{method} {path} with a wrong key");
+    }
+    let ok = http
+        .post(gw.admin_url("/v1/publish"))
+        .bearer_auth("s3cret-key")
+        .body(r#"{"to":{"all":true},"data":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+    // Health, readiness and metrics need no key.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(http.get(gw.admin_url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn presence_lists_this_nodes_sessions() {
+    let gw = Gateway::start().await;
+    let (status, p) = gw.get_json("/v1/users/nobody/presence").await;
+    assert_eq!((status, p["online"].as_bool()), (200, Some(false)));
+    assert_eq!(p["sessions"], json!([]));
+    let before = pushgate_protocol::now_ms();
+    let c = gw.connect_token(&gw.token("carol", Some("tablet"), &[])).await;
+    let (_, p) = gw.get_json("/v1/users/carol/presence").await;
+    assert_eq!(p["user"], "carol");
+    assert_eq!(p["online"], true);
+    let s = &p["sessions"][0];
+    assert_eq!(s["session"], c.welcome.as_ref().unwrap()["session"]);
+    assert_eq!(s["node"], gw.node_id.as_str());
+    assert_eq!(s["device"], "tablet");
+    assert!(s["since"].as_u64().unwrap() >= before);
+    let (status, _) = gw.get_json("/v1/users/bad%20id/presence").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let gw = Gateway::start().await;
+    let text = gw.metrics().await;
+    assert!(
+        text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).all(|l| l.starts_with("pushgate_")),
+        "{text}"
+    );
+    let mut c = gw.connect("m").await;
+    c.subscribe("news", None).await;
+    gw.publish(&json!({"to": {"channel": "news"}, "data": 1})).await;
+    c.next_of_type("message").await;
+    gw.wait_metric("pushgate_connects_total", &[], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 1.0).await;
+    gw.wait_metric("pushgate_frames_in_total", &[("type", "subscribe")], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_frames_out_total", &[], |v| v >= 3.0).await;
+    gw.wait_metric("pushgate_messages_published_total", &[("target", "channel")], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_delivery_latency_seconds_count", &[], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_handshake_duration_seconds_count", &[], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_channels", &[], |v| v == 1.0).await;
+    c.close().await;
+    gw.wait_metric("pushgate_closes_total", &[("code", "1000"), ("by", "client")], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let gw = Gateway::start().await;
+    assert_eq!(gw.get_json("/healthz").await.0, 200);
+    let (status, body) = gw.get_json("/readyz").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+    let (status, _) = gw.get_json("/nope").await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,168 @@
+//! Delivery on one node: to every device of a user, to a channel's subscribers, to everyone —
+//! exactly the right sessions, once each — and the slow-consumer policy (`gap` frames).
+#![allow(clippy::unwrap_used)]
+
+use futures_util::future::join_all;
+use pushgate_tests::{Client, Gateway, GatewayOptions};
+use serde_json::json;
+
+/// Publishes a marker to `user` and checks it is the next message `client` sees, proving that
+/// nothing published before it reached this client.
+async fn assert_nothing_before_marker(gw: &Gateway, client: &mut Client, user: &str) {
+    let (status, _) = gw.publish(&json!({"to": {"users": [user]}, "data": "marker", "persist": false})).await;
+    assert_eq!(status, 202);
+    let m = client.next_of_type("message").await;
+    assert_eq!(m["data"], "marker", "{user} received {m}");
+}
+
+#[tokio::test]
+async fn a_user_message_reaches_every_device_of_that_user_only() {
+    let gw = Gateway::start().await;
+    let mut phone = gw.connect_token(&gw.token("u1", Some("phone"), &[])).await;
+    let mut laptop = gw.connect_token(&gw.token("u1", Some("laptop"), &[])).await;
+    let mut other = gw.connect("u2").await;
+
+    let (status, body) =
+        gw.publish(&json!({"id": "hello-1", "to": {"users": ["u1"]}, "data": {"text": "hi"}, "persist": false})).await;
+    assert_eq!((status, body["id"].as_str()), (202, Some("hello-1")));
+    for device in [&mut phone, &mut laptop] {
+        let m = device.next_of_type("message").await;
+        assert_eq!((m["id"].as_str(), m["data"]["text"].as_str()), (Some("hello-1"), Some("hi")));
+        assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
+        assert!(m.get("channel").is_none());
+    }
+    assert_nothing_before_marker(&gw, &mut other, "u2").await;
+    // Both devices appear in presence.
+    let (_, presence) = gw.get_json("/v1/users/u1/presence").await;
+    assert_eq!(presence["online"], true);
+    let mut devices: Vec<_> =
+        presence["sessions"].as_array().unwrap().iter().map(|s| s["device"].as_str().unwrap().to_owned()).collect();
+    devices.sort();
+    assert_eq!(devices, vec!["laptop", "phone"]);
+}
+
+#[tokio::test]
+async fn publishing_to_many_users_reaches_each() {
+    let gw = Gateway::start().await;
+    let mut clients = join_all((0..20).map(|i| {
+        let gw = &gw;
+        async move { gw.connect(&format!("user{i}")).await }
+    }))
+    .await;
+    let users: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+    let (status, _) = gw.publish(&json!({"to": {"users": users}, "data": 7, "persist": false})).await;
+    assert_eq!(status, 202);
+    for c in &mut clients {
+        assert_eq!(c.next_of_type("message").await["data"], 7);
+    }
+}
+
+#[tokio::test]
+async fn a_channel_message_fans_out_to_its_subscribers_only() {
+    let gw = Gateway::start().await;
+    const N: usize = 400;
+    let mut clients = join_all((0..N).map(|i| {
+        let gw = &gw;
+        async move {
+            let mut c = gw.connect(&format!("fan{i}")).await;
+            if i % 2 == 0 {
+                assert_eq!(c.subscribe("hot", None).await["type"], "subscribed");
+            }
+            c
+        }
+    }))
+    .await;
+    gw.wait_metric("pushgate_sessions", &[], |v| v as usize == N).await;
+    let (status, body) = gw.publish(&json!({"to": {"channel": "hot"}, "data": {"n": 1}})).await;
+    assert_eq!(status, 202, "{body}");
+    let results = join_all(clients.iter_mut().enumerate().map(|(i, c)| {
+        let gw = &gw;
+        async move {
+            if i % 2 == 0 {
+                let m = c.next_of_type("message").await;
+                assert_eq!((m["channel"].as_str(), m["data"]["n"].as_i64()), (Some("hot"), Some(1)));
+                assert!(m.get("seq").is_none());
+            }
+            assert_nothing_before_marker(gw, c, &format!("fan{i}")).await;
+        }
+    }))
+    .await;
+    assert_eq!(results.len(), N);
+    assert!(gw.metric("pushgate_deliveries_total", &[("target", "channel")]).await >= (N / 2) as f64);
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_session_once() {
+    let gw = Gateway::start().await;
+    let mut clients = join_all((0..200).map(|i| {
+        let gw = &gw;
+        async move { gw.connect(&format!("b{}", i % 50)).await }
+    }))
+    .await;
+    let (status, _) = gw.publish(&json!({"to": {"all": true}, "data": "everyone"})).await;
+    assert_eq!(status, 202);
+    join_all(clients.iter_mut().enumerate().map(|(i, c)| {
+        let gw = &gw;
+        async move {
+            assert_eq!(c.next_of_type("message").await["data"], "everyone");
+            // Once: the next message is the marker, not a second copy.
+            assert_nothing_before_marker(gw, c, &format!("b{}", i % 50)).await;
+        }
+    }))
+    .await;
+}
+
+/// Reads `slow`'s frames until messages plus the drops its `gap` frames announce account for
+/// `sent` channel messages, checking order; returns (received, dropped).
+async fn account(client: &mut Client, sent: u64) -> (u64, u64) {
+    let (mut received, mut dropped, mut last_n) = (0u64, 0u64, None::<u64>);
+    while received + dropped < sent {
+        let frame = client.next().await;
+        let v = frame.json().unwrap_or_else(|| panic!("session ended: {frame:?}"));
+        match v["type"].as_str() {
+            Some("message") => {
+                let n = v["data"]["n"].as_u64().unwrap();
+                assert!(last_n.is_none_or(|l| n > l), "in order");
+                last_n = Some(n);
+                received += 1;
+            }
+            Some("gap") => {
+                assert_eq!(v["channel"], "firehose");
+                dropped += v["dropped"].as_u64().unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(received + dropped, sent);
+    (received, dropped)
+}
+
+#[tokio::test]
+async fn a_slow_session_gets_a_gap_for_what_it_missed() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("outbox_max_frames", 8)).await;
+    let mut slow = gw.connect("slow").await;
+    slow.subscribe("firehose", None).await;
+    let mut fast = gw.connect("fast").await;
+    fast.subscribe("firehose", None).await;
+
+    // ~24 MB of channel messages while `slow` reads nothing: more than the socket buffers hold.
+    const SENT: u64 = 400;
+    let blob = "x".repeat(60_000);
+    let publisher = async {
+        for n in 0..SENT {
+            let (status, _) = gw.publish(&json!({"to": {"channel": "firehose"}, "data": {"n": n, "blob": blob}})).await;
+            assert_eq!(status, 202);
+        }
+    };
+    let reader = async { account(&mut fast, SENT).await };
+    let (_, (fast_received, _)) = tokio::join!(publisher, reader);
+    assert!(fast_received > 0);
+
+    // Now the slow session reads: messages + announced drops account for every message.
+    let (received, dropped) = account(&mut slow, SENT).await;
+    assert_eq!(received + dropped, SENT);
+    assert!(dropped > 0, "the slow session must have dropped something");
+    assert!(gw.metric("pushgate_drops_total", &[("reason", "outbox_full")]).await >= dropped as f64);
+    // Still open and serving.
+    assert_eq!(slow.ping().await["type"], "pong");
+}

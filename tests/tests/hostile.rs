@@ -1,0 +1,164 @@
+//! Hostile input: each case gets a clear answer (an `error` frame or a close code) and leaves
+//! the gateway serving everyone else, which a witness session checks after every case.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use pushgate_protocol::ws::OpCode;
+use pushgate_tests::{Client, Gateway, GatewayOptions, RawClient, WAIT};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+/// The witness still gets a published message promptly.
+async fn still_serving(gw: &Gateway, witness: &mut Client) {
+    let (status, _) = gw.publish(&json!({"to": {"users": ["witness"]}, "data": "still here", "persist": false})).await;
+    assert_eq!(status, 202);
+    assert_eq!(witness.next_of_type("message").await["data"], "still here");
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let gw = Gateway::start().await;
+    let mut witness = gw.connect("witness").await;
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("evil", None, &[])).await;
+    raw.send(OpCode::Text, true, &[b'{', 0xff, 0xfe, b'}']).await;
+    assert_eq!(raw.read_until_close(WAIT).await, Some(1007));
+    still_serving(&gw, &mut witness).await;
+}
+
+#[tokio::test]
+async fn binary_non_json_and_nested_frames_get_error_frames() {
+    let gw = Gateway::start().await;
+    let mut witness = gw.connect("witness").await;
+    let mut c = gw.connect("evil").await;
+    c.send_binary(vec![0, 1, 2, 3]).await;
+    assert_eq!(c.expect("error").await["code"], "bad_frame");
+    c.send_text("{this is not json").await;
+    assert_eq!(c.expect("error").await["code"], "bad_frame");
+    // 30,000 levels of nesting, as the whole frame and inside a field.
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    c.send_text(deep.clone()).await;
+    assert_eq!(c.expect("error").await["code"], "bad_frame");
+    c.send_text(format!(r#"{{"type":"subscribe","channel":{deep}}}"#)).await;
+    assert_eq!(c.expect("error").await["code"], "bad_frame");
+    assert_eq!(c.ping().await["type"], "pong", "the session stays up");
+    still_serving(&gw, &mut witness).await;
+}
+
+#[tokio::test]
+async fn a_one_megabyte_id_is_too_large() {
+    let gw = Gateway::start().await;
+    let mut witness = gw.connect("witness").await;
+    let mut c = gw.connect("evil").await;
+    c.send_json(&json!({"type": "ping", "id": "i".repeat(1 << 20)})).await;
+    assert_eq!(c.expect_close().await, 1009);
+    // Within the frame limit, an over-long id is a bad frame and is not echoed.
+    let mut c = gw.connect("evil").await;
+    c.send_json(&json!({"type": "ping", "id": "i".repeat(1000)})).await;
+    let e = c.expect("error").await;
+    assert_eq!(e["code"], "bad_frame");
+    assert!(e.get("id").is_none());
+    still_serving(&gw, &mut witness).await;
+}
+
+#[tokio::test]
+async fn thousands_of_subscribes_are_rate_limited_and_closed() {
+    let gw = Gateway::start().await;
+    let mut witness = gw.connect("witness").await;
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("evil", None, &["*"])).await;
+    let mut burst = Vec::new();
+    for i in 0..5000 {
+        let text = json!({"type": "subscribe", "channel": format!("ch{i}")}).to_string();
+        burst.extend(pushgate_protocol::ws::encode_client(OpCode::Text, true, text.as_bytes(), [1, 2, 3, 4]));
+    }
+    // The server may close while we are still writing; that is fine.
+    let _ = raw.stream.write_all(&burst).await;
+    let (mut subscribed, mut errors, mut close) = (0, 0, None);
+    while let Some(frame) = raw.read_frame(WAIT).await {
+        match frame.opcode {
+            OpCode::Close => {
+                close = frame.close_code();
+                break;
+            }
+            OpCode::Text => {
+                let v: Value = serde_json::from_str(frame.text()).unwrap();
+                match v["type"].as_str() {
+                    Some("subscribed") => subscribed += 1,
+                    Some("error") => errors += 1,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(close, Some(4008));
+    assert_eq!(subscribed, 128, "the channel limit holds");
+    assert!(errors > 0);
+    // The registry let go of the channels when the session closed.
+    gw.wait_metric("pushgate_channels", &[], |v| v == 0.0).await;
+    still_serving(&gw, &mut witness).await;
+}
+
+#[tokio::test]
+async fn half_open_handshakes_time_out_and_do_not_block_others() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("handshake_timeout", "1s")).await;
+    let mut half_open = join_all((0..300).map(|i| {
+        let addr = gw.client_addr;
+        async move {
+            let mut raw = RawClient::open(addr).await;
+            // Some send nothing, some a partial request line.
+            if i % 2 == 0 {
+                raw.stream.write_all(b"GET /ws?tok").await.unwrap();
+            }
+            raw
+        }
+    }))
+    .await;
+    // Meanwhile, real clients connect and get served.
+    let mut witness = gw.connect("witness").await;
+    still_serving(&gw, &mut witness).await;
+    // Each half-open connection is closed by the server after the handshake timeout.
+    let closed = join_all(half_open.iter_mut().map(|raw| raw.wait_closed(Duration::from_secs(5)))).await;
+    assert!(closed.iter().all(|c| *c), "every half-open handshake was closed");
+    gw.wait_metric("pushgate_handshake_failures_total", &[("reason", "timeout")], |v| v >= 300.0).await;
+    gw.wait_metric("pushgate_connections", &[], |v| v == 1.0).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_hold_up_others() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("outbox_max_frames", 16)).await;
+    let never_reads = RawClient::connect(gw.client_addr, &gw.token("sponge", None, &[])).await;
+    let mut witness = gw.connect("witness").await;
+    let blob = "z".repeat(50_000);
+    let started = std::time::Instant::now();
+    let publisher = async {
+        for n in 0..300 {
+            let (status, _) = gw.publish(&json!({"to": {"all": true}, "data": {"n": n, "blob": blob}})).await;
+            assert_eq!(status, 202);
+        }
+    };
+    let reader = async {
+        for n in 0..300 {
+            let m = witness.next_of_type("message").await;
+            assert_eq!(m["data"]["n"], n);
+        }
+    };
+    tokio::join!(publisher, reader);
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(gw.metric("pushgate_drops_total", &[("reason", "outbox_full")]).await > 0.0);
+    still_serving(&gw, &mut witness).await;
+    drop(never_reads);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_is_refused() {
+    let gw = Gateway::start().await;
+    let mut witness = gw.connect("witness").await;
+    let (status, _, body) = RawClient::http(gw.client_addr, "\x16\x03\x01\x02\x00garbage\r\n\r\n").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) =
+        RawClient::http(gw.client_addr, &format!("GET /ws?{} HTTP/1.1\r\n\r\n", "a".repeat(10_000))).await;
+    assert_eq!(status, 400);
+    still_serving(&gw, &mut witness).await;
+}

@@ -1,0 +1,145 @@
+//! The process lifecycle: drain on SIGTERM and on `POST /v1/drain` (`reconnect`, then 1012,
+//! readiness 503, new sessions 503, exit), configuration errors exiting 64, the `token`
+//! subcommand, the file-limit log line.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use pushgate_tests::{Client, Gateway, GatewayOptions, RawClient, binary};
+
+async fn assert_drains(gw: &mut Gateway, mut clients: Vec<Client>, window: Duration) {
+    let started = Instant::now();
+    let results = join_all(clients.iter_mut().map(|c| async move {
+        let reconnect = c.next_of_type("reconnect").await;
+        let after_ms = reconnect["after_ms"].as_u64().unwrap();
+        (after_ms, c.expect_close().await, Instant::now())
+    }));
+    // While draining: readiness is 503 and new sessions are refused with 503.
+    let probe = async {
+        pushgate_tests::eventually(pushgate_tests::WAIT, "readiness 503", || async {
+            (gw.get_json("/readyz").await.0 == 503).then_some(())
+        })
+        .await;
+        let token = gw.token("late", None, &[]);
+        let request = format!(
+            "GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        let (status, head, body) = RawClient::http(gw.client_addr, &request).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("draining"));
+        assert!(head.to_ascii_lowercase().contains("retry-after"));
+    };
+    let (results, ()) = tokio::join!(results, probe);
+    for (after_ms, code, _) in &results {
+        assert_eq!(*code, 1012);
+        assert!(*after_ms <= 2000);
+    }
+    // Spread over the window, not all at once.
+    let first = results.iter().map(|r| r.2).min().unwrap();
+    let last = results.iter().map(|r| r.2).max().unwrap();
+    assert!(
+        last.duration_since(first) >= window / 3,
+        "closes spread over the window: {:?}",
+        last.duration_since(first)
+    );
+    let status = gw.wait_exit(window + Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() <= window + Duration::from_secs(7));
+    assert!(gw.log().contains("drained"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits() {
+    let mut gw = Gateway::start_with(GatewayOptions::default().set("drain_window", "2s")).await;
+    let clients = join_all((0..40).map(|i| {
+        let gw = &gw;
+        async move { gw.connect(&format!("d{i}")).await }
+    }))
+    .await;
+    gw.signal("TERM");
+    assert_drains(&mut gw, clients, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn the_drain_endpoint_drains_and_exits() {
+    let mut gw = Gateway::start_with(GatewayOptions::default().set("drain_window", "2s")).await;
+    let clients = join_all((0..40).map(|i| {
+        let gw = &gw;
+        async move { gw.connect(&format!("d{i}")).await }
+    }))
+    .await;
+    let (status, body) = gw.post_json("/v1/drain", String::new()).await;
+    assert_eq!((status, body["draining"].as_bool()), (202, Some(true)));
+    assert_drains(&mut gw, clients, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn an_idle_node_exits_promptly_on_sigterm() {
+    let mut gw = Gateway::start().await;
+    let started = Instant::now();
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).await.success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn partial_cluster_settings_exit_64_naming_what_is_missing() {
+    let output = tokio::process::Command::new(binary("pushgate-gateway"))
+        .env("PUSHGATE_REDIS_URL", "redis://127.0.0.1:6379")
+        .env("PUSHGATE_DATA_DIR", std::env::temp_dir())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PUSHGATE_MYSQL_URL") && stderr.contains("PUSHGATE_AMQP_URL"), "{stderr}");
+    assert!(!stderr.contains("PUSHGATE_REDIS_URL,"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_settings_exit_64() {
+    let output = tokio::process::Command::new(binary("pushgate-gateway"))
+        .args(["--set", "heartbeat=often"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("configuration error"));
+}
+
+#[tokio::test]
+async fn the_token_subcommand_mints_tokens_the_gateway_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw =
+        Gateway::start_with(GatewayOptions { data_dir: Some(dir.path().to_path_buf()), ..Default::default() }).await;
+    let output = std::process::Command::new(binary("pushgate-gateway"))
+        .args(["token", "--user", "dave", "--device", "pc", "--ttl", "10m", "--channels", "news,room:*"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("PUSHGATE_JWT_SECRET", pushgate_tests::gateway::TEST_SECRET)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let mut c = gw.connect_token(&token).await;
+    assert_eq!(c.welcome.as_ref().unwrap()["user"], "dave");
+    assert_eq!(c.subscribe("room:9", None).await["type"], "subscribed");
+    assert_eq!(c.subscribe("other", None).await["code"], "forbidden");
+    let output =
+        std::process::Command::new(binary("pushgate-gateway")).args(["token", "--user", "bad user"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(64));
+}
+
+#[tokio::test]
+async fn the_file_limit_is_raised_and_logged() {
+    let gw = Gateway::start().await;
+    pushgate_tests::eventually(pushgate_tests::WAIT, "the file-limit log line", || async {
+        gw.log().contains("raised RLIMIT_NOFILE").then_some(())
+    })
+    .await;
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", gw.pid())).unwrap();
+    let line = limit.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft limit raised to the hard limit: {line}");
+}
