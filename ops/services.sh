@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Makes sure the local services the tests talk to are up: MariaDB (127.0.0.1:3306), Redis
+# (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672). A service that is down is started; one that
+# is not installed is installed from Debian's packages first. Safe to run again and again.
+set -euo pipefail
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # name port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    port_open "$2" && return 0
+    sleep 0.1
+  done
+  log "$1 did not come up on port $2 within $3 s"
+  return 1
+}
+
+apt_install() {
+  log "installing $*"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
+    { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
+ensure_mariadb() {
+  port_open 3306 && return 0
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+  log "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  wait_port MariaDB 3306 60
+}
+
+ensure_redis() {
+  port_open 6379 && return 0
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port Redis 6379 30
+}
+
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  log "starting RabbitMQ"
+  rabbitmq-server -detached
+  wait_port RabbitMQ 5672 120
+}
+
+case "${1:-all}" in
+  all) ensure_mariadb; ensure_redis; ensure_rabbitmq ;;
+  mariadb) ensure_mariadb ;;
+  redis) ensure_redis ;;
+  rabbitmq) ensure_rabbitmq ;;
+  *) echo "usage: $0 [all|mariadb|redis|rabbitmq]" >&2; exit 64 ;;
+esac
+log "up: $(for p in 3306 6379 5672; do port_open $p && printf '%s ' $p; done)"
