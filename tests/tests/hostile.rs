@@ -162,3 +162,25 @@ async fn garbage_instead_of_http_is_refused() {
     assert_eq!(status, 400);
     still_serving(&gw, &mut witness).await;
 }
+
+#[tokio::test]
+async fn protocol_violations_close_with_1002() {
+    let gw = Gateway::start().await;
+    let mut witness = gw.connect("witness").await;
+    // An unmasked client frame.
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("evil", None, &[])).await;
+    raw.read_frame(WAIT).await.expect("welcome");
+    raw.stream.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(raw.read_until_close(WAIT).await, Some(1002));
+    // A reserved opcode.
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("evil", None, &[])).await;
+    raw.read_frame(WAIT).await.expect("welcome");
+    raw.stream.write_all(&[0x83, 0x80, 1, 2, 3, 4]).await.unwrap();
+    assert_eq!(raw.read_until_close(WAIT).await, Some(1002));
+    // A continuation without a message.
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("evil", None, &[])).await;
+    raw.read_frame(WAIT).await.expect("welcome");
+    raw.send(OpCode::Continuation, true, b"x").await;
+    assert_eq!(raw.read_until_close(WAIT).await, Some(1002));
+    still_serving(&gw, &mut witness).await;
+}

@@ -143,3 +143,53 @@ async fn the_file_limit_is_raised_and_logged() {
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[3], fields[4], "soft limit raised to the hard limit: {line}");
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_backs_off_and_recovers() {
+    // Half-open handshakes give their descriptors back after 2 s, which lets the admin
+    // listener (short of descriptors too) answer the metrics request.
+    let gw = Gateway::start_with(GatewayOptions::default().set("handshake_timeout", "2s")).await;
+    let pid = gw.pid();
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    // Leave room for only a few more descriptors.
+    let limit = open_fds + 3;
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:20000"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let flood: Vec<RawClient> = join_all((0..20).map(|_| RawClient::open(gw.client_addr))).await;
+    gw.wait_metric("pushgate_accept_errors_total", &[("kind", "resources")], |v| v >= 1.0).await;
+    // Backing off, not spinning: well under one core over a second.
+    let cpu = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<u64> =
+            stat.rsplit_once(')').unwrap().1.split_whitespace().skip(11).take(2).map(|f| f.parse().unwrap()).collect();
+        fields[0] + fields[1]
+    };
+    let before = cpu(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ticks = cpu(pid) - before;
+    assert!(ticks < 30, "the accept loop spun: {ticks} ticks of CPU in 1 s");
+    // Descriptors come back: the pending connections are served, and new ones too.
+    drop(flood);
+    let status =
+        std::process::Command::new("prlimit").arg(format!("--pid={pid}")).arg("--nofile=20000:20000").status().unwrap();
+    assert!(status.success());
+    let mut c = gw.connect("after").await;
+    assert_eq!(c.ping().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn logs_can_be_json_lines() {
+    let gw = Gateway::start_with(GatewayOptions::default().env("PUSHGATE_LOG_FORMAT", "json")).await;
+    let _c = gw.connect("logged").await;
+    let log = gw.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+}
