@@ -9,6 +9,9 @@ use serde_json::value::RawValue;
 pub struct Message {
     /// The publisher's idempotency key, or one assigned at ingest.
     pub id: String,
+    /// The publisher gave the id: a second publish with it within the idempotency window is a
+    /// duplicate.
+    pub keyed: bool,
     /// Ingest time, ms since the Unix epoch.
     pub ts: u64,
     pub to: Target,
@@ -20,8 +23,9 @@ pub struct Message {
 impl Message {
     /// Accepts an envelope at `ts`, assigning a time-ordered id (UUIDv7) when it has none.
     pub fn accept(envelope: Envelope, ts: u64) -> Self {
+        let keyed = envelope.id.is_some();
         let id = envelope.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        Self { id, ts, to: envelope.to, data: envelope.data, persist: envelope.persist, ttl_s: envelope.ttl_s }
+        Self { id, keyed, ts, to: envelope.to, data: envelope.data, persist: envelope.persist, ttl_s: envelope.ttl_s }
     }
 }
 

@@ -162,7 +162,20 @@ async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejec
         Target::Channel(_) => "channel",
         Target::All => "all",
     };
-    let delivered = delivery::deliver(node, &message, None);
+    let delivered = if message.persist {
+        // Durable: committed before the publisher hears 202, delivered after the commit.
+        let appended =
+            node.durable.ingest.append(message.clone()).await.map_err(|e| {
+                refuse(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))
+            })?;
+        if appended.duplicate {
+            counter!(PUBLISHED, "target" => "duplicate").increment(1);
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "id": message.id, "duplicate": true }))).into_response());
+        }
+        delivery::deliver(node, &message, Some(&appended.seqs))
+    } else {
+        delivery::deliver(node, &message, None)
+    };
     counter!(PUBLISHED, "target" => target).increment(1);
     tracing::debug!(id = %message.id, target, queued = delivered.queued, "published");
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": message.id }))).into_response())

@@ -97,6 +97,16 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("echo_route", Kind::Value),
     ("echo_max_message_bytes", Kind::Value),
     ("token_leeway", Kind::Value),
+    ("store_url", Kind::Text),
+    ("store_pool_size", Kind::Value),
+    ("store_batch_max", Kind::Value),
+    ("store_batch_linger", Kind::Value),
+    ("idempotency_window", Kind::Value),
+    ("replay_page", Kind::Value),
+    ("replay_concurrency", Kind::Value),
+    ("ack_flush_interval", Kind::Value),
+    ("purge_interval", Kind::Value),
+    ("session_log_retention", Kind::Value),
 ];
 
 fn env_name(key: &str) -> String {
@@ -188,6 +198,35 @@ pub struct Config {
     /// Clock skew allowed when checking a token's `exp`.
     #[serde(with = "humantime_serde")]
     pub token_leeway: Duration,
+    /// The durable store of a standalone node. Default: `sqlite://DATA_DIR/inbox.db`; a
+    /// `mysql://…` URL keeps a single node's inboxes in MySQL/MariaDB instead.
+    pub store_url: Option<String>,
+    /// Store connections (SQLite: read connections beside the one writer).
+    pub store_pool_size: u32,
+    /// Durable messages per write transaction.
+    pub store_batch_max: usize,
+    /// How long a write batch waits to fill once its first message is in. Batches also grow by
+    /// themselves while the previous one commits.
+    #[serde(with = "humantime_serde")]
+    pub store_batch_linger: Duration,
+    /// A durable message published again with the same `id` within this window is stored and
+    /// delivered once.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Inbox rows per replay page: a session holds at most one page while replaying a backlog.
+    pub replay_page: u32,
+    /// Inbox reads (cursor lookups, replay pages) in flight at once, so a reconnect storm does
+    /// not open a query per session.
+    pub replay_concurrency: usize,
+    /// Acks and session events are written at least this often (SPEC: within 1 s).
+    #[serde(with = "humantime_serde")]
+    pub ack_flush_interval: Duration,
+    /// How often expired inbox rows, old idempotency keys and old session log lines are deleted.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+    /// How long session log lines are kept.
+    #[serde(with = "humantime_serde")]
+    pub session_log_retention: Duration,
 }
 
 impl Default for Config {
@@ -223,6 +262,16 @@ impl Default for Config {
             echo_route: false,
             echo_max_message_bytes: 16 * 1024 * 1024,
             token_leeway: Duration::from_secs(30),
+            store_url: None,
+            store_pool_size: 8,
+            store_batch_max: 1000,
+            store_batch_linger: Duration::from_millis(1),
+            idempotency_window: Duration::from_secs(24 * 3600),
+            replay_page: 256,
+            replay_concurrency: 32,
+            ack_flush_interval: Duration::from_millis(500),
+            purge_interval: Duration::from_secs(60),
+            session_log_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -282,6 +331,12 @@ impl Config {
         if self.outbox_max_frames == 0 || self.outbox_max_bytes == 0 {
             return invalid("outbox_max_frames and outbox_max_bytes must be positive");
         }
+        if self.replay_page == 0 || self.replay_concurrency == 0 || self.store_batch_max == 0 {
+            return invalid("replay_page, replay_concurrency and store_batch_max must be positive");
+        }
+        if self.ack_flush_interval > Duration::from_secs(1) {
+            return invalid("ack_flush_interval must be at most 1s (acks move cursors within a second)");
+        }
         if self.client_rate_per_s == 0 || self.client_rate_burst == 0 {
             return invalid("client_rate_per_s and client_rate_burst must be positive");
         }
@@ -320,6 +375,11 @@ impl Config {
                 Err(ConfigError::PartialCluster(missing))
             }
         }
+    }
+
+    /// The store URL: the configured one, else SQLite in the data dir.
+    pub fn store_url(&self) -> String {
+        self.store_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("inbox.db").display()))
     }
 
     /// `heartbeat_s` of the welcome frame: whole seconds, at least 1.

@@ -41,7 +41,7 @@ impl<'a> Fanout<'a> {
             Pushed::Queued => self.done.queued += 1,
             Pushed::Dropped => self.done.dropped += 1,
             Pushed::Overflow => self.done.overflowed += 1,
-            Pushed::Closed => {}
+            Pushed::Closed | Pushed::Deferred => {}
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod drain;
+pub mod durable;
 pub mod handshake;
 pub mod heartbeat;
 pub mod listener;
@@ -46,6 +47,8 @@ pub enum StartError {
     ClusterUnavailable,
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the store {url}: {source}")]
+    Store { url: String, source: pushgate_dispatcher::store::StoreError },
 }
 
 impl StartError {
@@ -94,7 +97,7 @@ pub fn default_node_id() -> String {
 
 /// Starts a node on `listeners`. `socket_budget` is how many client sockets the file limit
 /// allows (see [`listener::raise_file_limit`]).
-pub fn start(config: Config, listeners: Listeners, socket_budget: u64) -> Result<Gateway, StartError> {
+pub async fn start(config: Config, listeners: Listeners, socket_budget: u64) -> Result<Gateway, StartError> {
     if let Mode::Cluster { .. } = config.mode()? {
         return Err(StartError::ClusterUnavailable);
     }
@@ -115,7 +118,10 @@ pub fn start(config: Config, listeners: Listeners, socket_budget: u64) -> Result
         listeners.admin.local_addr().map_err(|source| StartError::Bind { addr: config.admin_listen, source })?;
     // The recorder first: the node's metric handles register with it.
     let prometheus = metrics::install();
-    let node = Node::new(config, node_id, auth, max_connections, overflow);
+    let durable = durable::Durable::open(&config)
+        .await
+        .map_err(|source| StartError::Store { url: redact(&config.store_url()), source })?;
+    let node = Node::new(config, node_id, auth, durable, max_connections, overflow);
     ::metrics::gauge!(metrics::CONNECTION_LIMIT).set(max_connections as f64);
     ::metrics::gauge!(metrics::DRAINING).set(0.0);
 
@@ -137,6 +143,7 @@ pub fn start(config: Config, listeners: Listeners, socket_budget: u64) -> Result
         admin = %admin_addr,
         max_connections,
         heartbeat_s = node.config.heartbeat_s(),
+        store = node.durable.store.dialect(),
         "gateway started (standalone)"
     );
     Ok(Gateway { node, client_addr, admin_addr, stop, tasks })
@@ -152,9 +159,11 @@ impl Gateway {
         drain::start(&self.node)
     }
 
-    /// Waits until the drain has finished, then stops the listeners and background tasks.
+    /// Waits until the drain has finished, writes pending acks and session events, then stops
+    /// the listeners and background tasks.
     pub async fn drained(&self) {
         self.node.lifecycle.drained.cancelled().await;
+        self.node.durable.flush().await;
         self.stop.cancel();
         self.tasks.close();
     }
@@ -162,5 +171,19 @@ impl Gateway {
     /// Stops accepting and serving at once (tests, fatal errors); sessions are dropped.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// A URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }

@@ -5,7 +5,8 @@
 use std::{sync::Arc, time::Duration};
 
 use metrics::counter;
-use pushgate_protocol::{ServerFrame, UserId, now_ms};
+use pushgate_dispatcher::store::{SessionEvent, SessionEventKind};
+use pushgate_protocol::{CloseCode, ServerFrame, SessionClaims, UserId, now_ms};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -13,7 +14,7 @@ use crate::{
     handshake::{Upgrade, handshake},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
     node::{Entry, Node},
-    session::{ClientState, Role, Session, SessionHandle},
+    session::{ClientState, CloseRequest, Role, Session, SessionHandle},
 };
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`);
@@ -110,38 +111,71 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
     };
     node.metrics.handshake_seconds.record(started.elapsed().as_secs_f64());
     match upgraded.upgrade {
-        Upgrade::Client { claims, last_seq } => {
-            let now = node.clock.now_ms();
-            let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
-            let cursor = last_seq.unwrap_or(0);
-            let shared = handle.shared();
-            let welcome = ServerFrame::Welcome {
-                session: handle.id_string().into(),
-                node: node.node_id.as_str().into(),
-                user: shared.user.as_str().into(),
-                heartbeat_s: node.config.heartbeat_s(),
-                last_seq: cursor,
-            }
-            .encode();
-            node.registry.insert(&handle);
-            node.metrics.sessions.increment(1.0);
-            node.metrics.connects.increment(1);
-            let role = Role::Client(ClientState::new(claims.chs, cursor));
-            let session = Session::new(node.clone(), handle.clone(), stream, role, Some(welcome));
-            let (channels, ending) = session.run(&upgraded.pipelined).await;
-            node.registry.remove(&handle, &channels);
-            node.metrics.channels.set(node.registry.channel_count() as f64);
-            node.metrics.sessions.decrement(1.0);
-            node.metrics.closed(ending.server_code, ending.client_code);
-            tracing::debug!(session = %handle.id_string(), user = %handle.shared().user, ?ending, "session ended");
-        }
+        Upgrade::Client { claims, last_seq } => run_client(&node, stream, claims, last_seq, &upgraded.pipelined).await,
         Upgrade::Echo => {
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, stream, Role::Echo, None);
-            let (_, ending) = session.run(&upgraded.pipelined).await;
-            node.metrics.closed(ending.server_code, ending.client_code);
+            let ended = session.run(&upgraded.pipelined).await;
+            node.metrics.closed(ended.ending.server_code, ended.ending.client_code);
         }
     }
     drop(permit);
+}
+
+/// A client session from registration to its end: registered before its cursor is read (so
+/// nothing committed after that is missed: it arrives live, or the replay reads it), welcomed
+/// with its cursor, run, unregistered, and logged.
+async fn run_client(
+    node: &Arc<Node>,
+    stream: TcpStream,
+    claims: SessionClaims,
+    last_seq: Option<u64>,
+    pipelined: &[u8],
+) {
+    let now = node.clock.now_ms();
+    let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
+    handle.begin_replay();
+    node.registry.insert(&handle);
+    node.metrics.sessions.increment(1.0);
+    node.metrics.connects.increment(1);
+    let shared = handle.shared();
+    // Boxed: the lookup's future is not part of every idle session's state.
+    let cursor = Box::pin(node.durable.resume_cursor(&shared.user, shared.device.as_ref(), last_seq)).await;
+    let welcome_cursor = *cursor.as_ref().unwrap_or(&0);
+    let welcome = ServerFrame::Welcome {
+        session: handle.id_string().into(),
+        node: node.node_id.as_str().into(),
+        user: shared.user.as_str().into(),
+        heartbeat_s: node.config.heartbeat_s(),
+        last_seq: welcome_cursor,
+    }
+    .encode();
+    if let Err(e) = &cursor {
+        tracing::warn!(error = %e, "cursor lookup failed; closing the session");
+        handle.request_close(CloseRequest::new(CloseCode::Internal, "inbox unavailable"));
+    }
+    let event = |kind| SessionEvent {
+        at_ms: now_ms(),
+        kind,
+        session: handle.id_string(),
+        node: node.node_id.clone(),
+        user: shared.user.clone(),
+        device: shared.device.clone(),
+    };
+    node.durable.book.session_event(event(SessionEventKind::Open));
+    let role = Role::Client(ClientState::new(claims.chs, welcome_cursor));
+    let session = Session::new(node.clone(), handle.clone(), stream, role, Some(welcome));
+    let ended = session.run(pipelined).await;
+    node.registry.remove(&handle, &ended.channels);
+    node.metrics.channels.set(node.registry.channel_count() as f64);
+    node.metrics.sessions.decrement(1.0);
+    let ending = ended.ending;
+    node.metrics.closed(ending.server_code, ending.client_code);
+    let code = ending.server_code.map(CloseCode::as_u16).or(ending.client_code).unwrap_or(1006);
+    node.durable.book.session_event(event(SessionEventKind::Close(code)));
+    if ended.acked {
+        node.durable.book.flush_soon();
+    }
+    tracing::debug!(session = %handle.id_string(), user = %shared.user, ?ending, "session ended");
 }

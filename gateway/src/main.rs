@@ -157,7 +157,10 @@ fn run(config: Config) -> ExitCode {
     runtime.block_on(async move {
         let budget = listener::raise_file_limit();
         tracing::info!(file_limit_sockets = budget, "raised RLIMIT_NOFILE to its hard limit");
-        let started = Listeners::bind(&config).and_then(|l| pushgate_gateway::start(config, l, budget));
+        let started = match Listeners::bind(&config) {
+            Ok(listeners) => pushgate_gateway::start(config, listeners, budget).await,
+            Err(e) => Err(e),
+        };
         let gateway = match started {
             Ok(g) => g,
             Err(e) => {

@@ -13,7 +13,9 @@ use std::{
 use pushgate_protocol::{EnvelopeLimits, now_ms};
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth::Auth, config::Config, metrics::Metrics, registry::Registry, session::OutboxLimits};
+use crate::{
+    auth::Auth, config::Config, durable::Durable, metrics::Metrics, registry::Registry, session::OutboxLimits,
+};
 
 /// A monotonic millisecond clock for liveness and latency. Cheap to read; starts at 1 so that 0
 /// can mean "never" in atomics.
@@ -109,6 +111,8 @@ pub struct Node {
     pub node_id: String,
     pub registry: Registry,
     pub auth: Auth,
+    /// The store, the write path, acks and inbox reads.
+    pub durable: Arc<Durable>,
     pub metrics: Metrics,
     pub clock: Clock,
     pub admission: Admission,
@@ -120,7 +124,14 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Config, node_id: String, auth: Auth, max_connections: usize, overflow: usize) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        node_id: String,
+        auth: Auth,
+        durable: Arc<Durable>,
+        max_connections: usize,
+        overflow: usize,
+    ) -> Arc<Self> {
         let outbox_limits = OutboxLimits { max_frames: config.outbox_max_frames, max_bytes: config.outbox_max_bytes };
         let envelope_limits = EnvelopeLimits { max_data_bytes: config.max_data_bytes, ..EnvelopeLimits::default() };
         Arc::new(Self {
@@ -128,6 +139,7 @@ impl Node {
             node_id,
             registry: Registry::new(),
             auth,
+            durable,
             metrics: Metrics::new(),
             clock: Clock::new(),
             admission: Admission::new(max_connections, overflow),

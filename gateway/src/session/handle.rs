@@ -74,6 +74,9 @@ pub enum Pushed {
     Overflow,
     /// The session is closing; nothing more is queued.
     Closed,
+    /// A durable frame did not fit while the session replays its inbox: it is left in the
+    /// store, where the replay will read it.
+    Deferred,
 }
 
 /// What the session task found in its outbox.
@@ -94,6 +97,10 @@ struct Outbox {
     gaps: Vec<(Option<ChannelName>, u64)>,
     close: Option<CloseRequest>,
     close_taken: bool,
+    /// The session is replaying its inbox: durable frames that do not fit are deferred.
+    replaying: bool,
+    /// A durable frame was deferred during this replay round: another round is needed.
+    missed: bool,
     waker: Option<Waker>,
 }
 
@@ -160,7 +167,10 @@ impl SessionHandle {
         }
         let len = out.frame.len();
         if outbox.queue.len() >= limits.max_frames || outbox.bytes + len > limits.max_bytes {
-            let pushed = if out.seq > 0 {
+            let pushed = if out.seq > 0 && outbox.replaying {
+                outbox.missed = true;
+                return Pushed::Deferred;
+            } else if out.seq > 0 {
                 outbox.close = Some(CloseRequest::new(CloseCode::SlowConsumer, "slow consumer"));
                 Pushed::Overflow
             } else {
@@ -185,6 +195,24 @@ impl SessionHandle {
             w.wake();
         }
         Pushed::Queued
+    }
+
+    /// Marks the session as replaying its inbox (before it is registered).
+    pub fn begin_replay(&self) {
+        let mut outbox = self.0.outbox.lock();
+        outbox.replaying = true;
+        outbox.missed = false;
+    }
+
+    /// Ends a replay round: returns true when the session is live now, false when a durable
+    /// frame was deferred during the round and another round must read it.
+    pub fn finish_replay(&self) -> bool {
+        let mut outbox = self.0.outbox.lock();
+        if std::mem::take(&mut outbox.missed) {
+            return false;
+        }
+        outbox.replaying = false;
+        true
     }
 
     /// Asks the session to close. The first request wins; returns whether this one did.
@@ -315,6 +343,19 @@ mod tests {
             Poll::Ready(OutboxEvent::Close(r)) => assert_eq!(r.code, CloseCode::SlowConsumer),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn durable_frames_that_do_not_fit_during_a_replay_are_deferred() {
+        let h = handle();
+        h.begin_replay();
+        h.push(frame(1), None, LIMITS);
+        h.push(frame(2), None, LIMITS);
+        assert_eq!(h.push(frame(3), None, LIMITS), Pushed::Deferred);
+        assert!(!h.finish_replay(), "a deferred frame asks for another round");
+        assert!(h.finish_replay());
+        h.push(frame(4), None, LIMITS);
+        assert_eq!(h.push(frame(5), None, LIMITS), Pushed::Overflow, "live again: overflow closes");
     }
 
     #[test]

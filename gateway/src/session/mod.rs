@@ -9,7 +9,9 @@
 //! only while closing), no tracing span.
 
 mod handle;
+mod inbound;
 mod rate;
+mod resume;
 
 use std::{
     borrow::Cow,
@@ -25,10 +27,11 @@ use std::{
 use bytes::Bytes;
 pub use handle::{CloseRequest, Outbound, OutboxEvent, OutboxLimits, Pushed, SessionHandle, SessionId};
 use pushgate_protocol::{
-    ChannelName, ChannelPattern, ClientFrame, ClientRequest, CloseCode, ErrorCode, ServerFrame,
-    ws::{self, Assembler, Message, OpCode, Violation},
+    ChannelName, ChannelPattern, CloseCode, ErrorCode, ServerFrame,
+    ws::{self, Assembler, Violation},
 };
-use rate::{RateBucket, Verdict};
+use rate::RateBucket;
+use resume::CatchUp;
 use tokio::{net::TcpStream, time::Sleep};
 
 use crate::node::Node;
@@ -60,14 +63,26 @@ pub struct ClientState {
     /// Channel patterns of the session token.
     patterns: Box<[ChannelPattern]>,
     subscriptions: Vec<ChannelName>,
-    /// Highest durable `seq` this session was sent (or its resume cursor); acks above it are
-    /// refused, and live frames at or below it are duplicates.
-    last_seq_sent: u64,
+    /// Highest durable `seq` queued to this client, starting at its resume cursor: acks above
+    /// it are refused, durable frames at or below it are duplicates.
+    cursor: u64,
+    /// Whether this session ever acked (its cursor must be written when it closes).
+    acked: bool,
+    /// Reading the inbox — the replay after connecting, or a gap before a live frame. Boxed:
+    /// live sessions carry only a null pointer for it.
+    catch_up: Option<Box<CatchUp>>,
 }
 
 impl ClientState {
+    /// A client session resuming after `cursor`; it replays its inbox before going live.
     pub fn new(patterns: Vec<ChannelPattern>, cursor: u64) -> Self {
-        Self { patterns: patterns.into_boxed_slice(), subscriptions: Vec::new(), last_seq_sent: cursor }
+        Self {
+            patterns: patterns.into_boxed_slice(),
+            subscriptions: Vec::new(),
+            cursor,
+            acked: false,
+            catch_up: Some(Box::new(CatchUp::replay())),
+        }
     }
 }
 
@@ -79,6 +94,16 @@ enum Phase {
         peer_closed: bool,
     },
     Done,
+}
+
+/// What is left of a session once it ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// Its channels, to unregister.
+    pub channels: Vec<ChannelName>,
+    /// It acked durable messages (its cursor should be written now).
+    pub acked: bool,
+    pub ending: Ending,
 }
 
 /// How a session ended, for metrics and logs.
@@ -145,7 +170,7 @@ impl Session {
     }
 
     /// Runs the session to its end; returns its channels (to unregister) and how it ended.
-    pub async fn run(mut self, pipelined: &[u8]) -> (Vec<ChannelName>, Ending) {
+    pub async fn run(mut self, pipelined: &[u8]) -> Ended {
         if !pipelined.is_empty() {
             let mut bytes = pipelined.to_vec();
             match self.process(&mut bytes) {
@@ -155,23 +180,28 @@ impl Session {
             }
         }
         poll_fn(|cx| self.poll(cx)).await;
-        let channels = match self.role {
-            Role::Client(state) => state.subscriptions,
-            Role::Echo => Vec::new(),
-        };
-        (channels, self.ending)
+        match self.role {
+            Role::Client(state) => Ended { channels: state.subscriptions, acked: state.acked, ending: self.ending },
+            Role::Echo => Ended { channels: Vec::new(), acked: false, ending: self.ending },
+        }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..ROUNDS_PER_POLL {
-            let mut progressed = false;
+            // 0. Inbox pages being read (replay, or a gap before a live frame).
+            let mut progressed = self.phase == Phase::Open && self.poll_catch_up(cx);
 
-            // 1. Close requests always; frames only once the previous batch is written.
-            let take = self.phase == Phase::Open && self.writing.is_empty();
+            // 1. Close requests always; frames only once the previous batch is written and no
+            //    inbox read is under way (live frames wait behind it).
+            let take = self.phase == Phase::Open && self.writing.is_empty() && self.is_live();
             if let Poll::Ready(event) = self.handle.poll_outbox(cx, &mut self.writing, take) {
                 progressed = true;
                 match event {
-                    OutboxEvent::Frames(taken) => self.accept_taken(taken),
+                    OutboxEvent::Frames(taken) => {
+                        self.node.metrics.outbox_frames.decrement(taken as f64);
+                        let frames = std::mem::take(&mut self.writing);
+                        self.accept_live(frames);
+                    }
                     OutboxEvent::Close(request) => self.begin_close(request),
                 }
             }
@@ -270,28 +300,6 @@ impl Session {
         Ok(())
     }
 
-    /// Frames just taken from the outbox: durable duplicates (at or below the cursor) are
-    /// dropped, the cursor moves to the highest `seq` sent.
-    fn accept_taken(&mut self, taken: usize) {
-        self.node.metrics.outbox_frames.decrement(taken as f64);
-        if let Role::Client(state) = &mut self.role
-            && self.writing.iter().any(|o| o.seq > 0)
-        {
-            let mut last = state.last_seq_sent;
-            self.writing.retain(|o| {
-                if o.seq == 0 {
-                    return true;
-                }
-                if o.seq <= last {
-                    return false;
-                }
-                last = o.seq;
-                true
-            });
-            state.last_seq_sent = last;
-        }
-    }
-
     fn reply(&mut self, frame: Bytes) {
         self.writing.push_back(Outbound::control(frame));
     }
@@ -343,190 +351,5 @@ impl Session {
             Phase::Closing { .. } => self.phase = Phase::Closing { peer_closed: true },
             Phase::Done => {}
         }
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Reading
-    // -----------------------------------------------------------------------------------------
-
-    /// One read from the socket, then every complete frame in it. `Err` ends the session
-    /// (EOF or a socket error).
-    fn read_some(&mut self) -> io::Result<()> {
-        let now = self.node.clock.now_ms();
-        if self.leftover.is_empty() {
-            SCRATCH.with_borrow_mut(|scratch| {
-                let n = match self.stream.try_read(scratch) {
-                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                self.handle.heard(now);
-                match self.process(&mut scratch[..n]) {
-                    Ok(used) if used < n => self.leftover.extend_from_slice(&scratch[used..n]),
-                    Ok(_) => {}
-                    Err(v) => self.violation(v),
-                }
-                Ok(())
-            })
-        } else {
-            // An incomplete frame: read the rest straight behind it.
-            let want = match ws::decode_head(&self.leftover, true, self.max_message) {
-                Ok(Some(head)) => head.frame_len(),
-                _ => ws::MAX_HEAD_LEN,
-            };
-            self.leftover.reserve(want.saturating_sub(self.leftover.len()).max(4096));
-            match self.stream.try_read_buf(&mut self.leftover) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            self.handle.heard(now);
-            let mut buf = std::mem::take(&mut self.leftover);
-            match self.process(&mut buf) {
-                Ok(used) if used < buf.len() => {
-                    buf.drain(..used);
-                    self.leftover = buf;
-                }
-                Ok(_) => {}
-                Err(v) => self.violation(v),
-            }
-            Ok(())
-        }
-    }
-
-    /// Handles every complete frame at the start of `buf` (unmasking in place); returns the
-    /// bytes used. Stops at an incomplete frame, or once the session is closing.
-    fn process(&mut self, buf: &mut [u8]) -> Result<usize, Violation> {
-        let mut at = 0;
-        while self.phase != Phase::Done {
-            let Some(head) = ws::decode_head(&buf[at..], true, self.max_message)? else {
-                break;
-            };
-            if buf.len() - at < head.frame_len() {
-                break;
-            }
-            let payload = &mut buf[at + head.head_len..at + head.frame_len()];
-            if let Some(key) = head.mask {
-                ws::apply_mask(payload, key);
-            }
-            at += head.frame_len();
-            if let Some(message) = self.assembler.push(&head, payload, self.max_message)? {
-                self.on_message(message);
-            }
-        }
-        Ok(at)
-    }
-
-    fn on_message(&mut self, message: Message<'_>) {
-        if let Message::Close(frame) = message {
-            return self.on_client_close(frame);
-        }
-        if self.phase != Phase::Open {
-            // Closing: only the client's Close matters now.
-            return;
-        }
-        if let Message::Pong(_) = message {
-            return;
-        }
-        if matches!(self.role, Role::Client(_)) {
-            let now = self.node.clock.now_ms();
-            let config = &self.node.config;
-            match self.rate.admit(now, config.client_rate_per_s, config.client_rate_burst) {
-                Verdict::Allow => {}
-                Verdict::Refuse => {
-                    return self.reply_error(ErrorCode::RateLimited, "too many frames; slow down".into(), None);
-                }
-                Verdict::Close => {
-                    return self.begin_close(CloseRequest::new(CloseCode::RateLimited, "too many frames"));
-                }
-            }
-        }
-        match (message, &self.role) {
-            (Message::Ping(payload), _) => {
-                self.node.metrics.frame_in("ws_ping");
-                self.reply(ws::encode(OpCode::Pong, payload));
-            }
-            (Message::Text(text), Role::Echo) => self.reply(ws::encode(OpCode::Text, text.as_bytes())),
-            (Message::Binary(data), Role::Echo) => self.reply(ws::encode(OpCode::Binary, &data)),
-            (Message::Text(text), Role::Client(_)) => match ClientRequest::decode(&text) {
-                Ok(request) => self.on_request(request),
-                Err(e) => self.reply_error(e.code, e.message, e.id.as_deref()),
-            },
-            (Message::Binary(_), Role::Client(_)) => {
-                self.reply_error(ErrorCode::BadFrame, "binary frames are not supported; send JSON text".into(), None)
-            }
-            (Message::Pong(_) | Message::Close(_), _) => {}
-        }
-    }
-
-    fn on_request(&mut self, request: ClientRequest) {
-        let Role::Client(state) = &mut self.role else {
-            return;
-        };
-        let node = &self.node;
-        let id = request.id.as_deref().map(Cow::Borrowed);
-        let reply: Bytes = match request.frame {
-            ClientFrame::Subscribe { channel, token } => {
-                node.metrics.frame_in("subscribe");
-                if state.subscriptions.contains(&channel) {
-                    ServerFrame::Subscribed { channel: channel.as_str().into(), id }.encode()
-                } else if state.subscriptions.len() >= node.config.max_channels_per_session {
-                    let message = format!("at most {} channels per session", node.config.max_channels_per_session);
-                    ServerFrame::Error { code: ErrorCode::TooManyChannels, message: message.into(), id }.encode()
-                } else {
-                    let verdict = if state.patterns.iter().any(|p| p.matches(&channel)) {
-                        Ok(())
-                    } else {
-                        match token {
-                            Some(token) => node
-                                .auth
-                                .verify_channel(&token, &self.handle.shared().user, &channel)
-                                .map_err(|e| e.to_string()),
-                            None => Err("the session token does not allow this channel; send a channel token".into()),
-                        }
-                    };
-                    match verdict {
-                        Ok(()) => {
-                            node.registry.subscribe(&channel, &self.handle);
-                            node.metrics.channels.set(node.registry.channel_count() as f64);
-                            let frame = ServerFrame::Subscribed { channel: channel.as_str().into(), id }.encode();
-                            state.subscriptions.push(channel);
-                            return self.reply(frame);
-                        }
-                        Err(why) => ServerFrame::Error {
-                            code: ErrorCode::Forbidden,
-                            message: format!("not allowed to subscribe to {channel}: {why}").into(),
-                            id,
-                        }
-                        .encode(),
-                    }
-                }
-            }
-            ClientFrame::Unsubscribe { channel } => {
-                node.metrics.frame_in("unsubscribe");
-                if let Some(at) = state.subscriptions.iter().position(|c| c == &channel) {
-                    state.subscriptions.swap_remove(at);
-                    node.registry.unsubscribe(&channel, self.handle.id());
-                    node.metrics.channels.set(node.registry.channel_count() as f64);
-                }
-                ServerFrame::Unsubscribed { channel: channel.as_str().into(), id }.encode()
-            }
-            ClientFrame::Ack { seq } => {
-                node.metrics.frame_in("ack");
-                if seq > state.last_seq_sent {
-                    let message = format!("ack {seq} is above the highest seq sent ({})", state.last_seq_sent);
-                    ServerFrame::Error { code: ErrorCode::BadFrame, message: message.into(), id }.encode()
-                } else {
-                    return;
-                }
-            }
-            ClientFrame::Ping => {
-                node.metrics.frame_in("ping");
-                ServerFrame::Pong { id }.encode()
-            }
-        };
-        self.reply(reply);
     }
 }

@@ -1,0 +1,108 @@
+//! Acks and session events, gathered in memory and written to the store in batches (SPEC §6:
+//! an ack moves the cursors within a second), and the periodic purge of expired rows.
+//!
+//! Acks are cumulative, so only the highest per (user, device) is kept between flushes: a
+//! client acking every message costs one row update per flush, not one per ack.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use metrics::counter;
+use parking_lot::Mutex;
+use pushgate_protocol::{DeviceId, UserId};
+use tokio::sync::Notify;
+
+use crate::store::{Ack, SessionEvent, Store, StoreError};
+
+/// Session events kept while the store is unreachable; beyond this the oldest are dropped
+/// (and counted): the session log is an audit trail, not delivery state.
+pub const MAX_PENDING_EVENTS: usize = 100_000;
+
+pub const EVENTS_DROPPED: &str = "pushgate_session_events_dropped_total";
+
+#[derive(Debug, Default)]
+pub struct Bookkeeping {
+    acks: Mutex<HashMap<(UserId, Option<DeviceId>), u64>>,
+    events: Mutex<Vec<SessionEvent>>,
+    wake: Notify,
+}
+
+impl Bookkeeping {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Records a cumulative ack.
+    pub fn ack(&self, user: &UserId, device: Option<&DeviceId>, seq: u64) {
+        let mut acks = self.acks.lock();
+        let slot = acks.entry((user.clone(), device.cloned())).or_insert(seq);
+        *slot = (*slot).max(seq);
+    }
+
+    /// Records a session event.
+    pub fn session_event(&self, event: SessionEvent) {
+        let mut events = self.events.lock();
+        if events.len() >= MAX_PENDING_EVENTS {
+            events.remove(0);
+            counter!(EVENTS_DROPPED).increment(1);
+        }
+        events.push(event);
+    }
+
+    /// Asks the flusher to write now (a session closed with an ack pending).
+    pub fn flush_soon(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Writes what is pending. On failure it stays pending for the next flush.
+    pub async fn flush<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+        let acks: Vec<Ack> = std::mem::take(&mut *self.acks.lock())
+            .into_iter()
+            .map(|((user, device), seq)| Ack { user, device, seq })
+            .collect();
+        if !acks.is_empty()
+            && let Err(e) = store.save_acks(&acks, pushgate_protocol::now_ms()).await
+        {
+            for ack in &acks {
+                self.ack(&ack.user, ack.device.as_ref(), ack.seq);
+            }
+            return Err(e);
+        }
+        let events = std::mem::take(&mut *self.events.lock());
+        if !events.is_empty()
+            && let Err(e) = store.log_sessions(&events).await
+        {
+            let mut pending = self.events.lock();
+            let newer = std::mem::replace(&mut *pending, events);
+            pending.extend(newer);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Flushes every `every`, or sooner when asked; runs until the task is dropped.
+    pub async fn run<S: Store>(self: Arc<Self>, store: S, every: Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.wake.notified() => {}
+            }
+            if let Err(e) = self.flush(&store).await {
+                tracing::warn!(error = %e, "writing acks and session events failed; will retry");
+            }
+        }
+    }
+}
+
+/// Purges expired rows every `every`: inbox rows and messages past their TTL, idempotency keys
+/// older than `idempotency_window`, session log lines older than `log_retention`.
+pub async fn run_purge<S: Store>(store: S, every: Duration, idempotency_window: Duration, log_retention: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let now = pushgate_protocol::now_ms();
+        let before = |d: Duration| now.saturating_sub(d.as_millis() as u64);
+        match store.purge(now, before(idempotency_window), before(log_retention)).await {
+            Ok(purged) => tracing::debug!(?purged, "purged expired rows"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+        }
+    }
+}

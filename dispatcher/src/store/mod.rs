@@ -1,0 +1,429 @@
+//! The durable store (SPEC §6): messages, per-user inboxes with `seq`, idempotency keys, device
+//! and user cursors, the session log. One trait, two sqlx implementations — SQLite (standalone,
+//! a file in the data dir) and MySQL/MariaDB (cluster) — with migrations applied at start.
+//!
+//! What both dialects share lives here: the plan of an append (which messages are new, which
+//! `seq` each receiver gets), so the SQL modules only move rows.
+
+mod mysql;
+mod sqlite;
+
+use std::{collections::HashMap, future::Future, time::Duration};
+
+pub use mysql::MysqlStore;
+use pushgate_protocol::{DeviceId, Target, UserId};
+use serde_json::value::RawValue;
+pub use sqlite::SqliteStore;
+use uuid::Uuid;
+
+use crate::Message;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Worth retrying: the connection dropped, a lock or deadlock, the pool was busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => {
+                    // MySQL 1205 lock wait timeout, 1213 deadlock; SQLite 5 busy, 6 locked.
+                    matches!(db.code().as_deref(), Some("1205" | "1213" | "40001" | "5" | "6" | "517"))
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// What the store did with one message of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message id (the publisher's, or the one assigned at ingest).
+    pub id: String,
+    /// Already stored within the idempotency window: not stored or delivered again.
+    pub duplicate: bool,
+    /// The `seq` each receiver got, in the envelope's order.
+    pub seqs: Vec<(UserId, u64)>,
+}
+
+/// One inbox row, ready to become a `message` frame.
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    pub seq: u64,
+    pub id: String,
+    pub ts: u64,
+    pub data: Box<RawValue>,
+}
+
+/// Where a session's replay can start (SPEC §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursors {
+    /// This device's last acked `seq`, if it ever acked.
+    pub device: Option<u64>,
+    /// The highest `seq` acked by any device of the user.
+    pub user_acked: u64,
+    /// The newest `seq` of the user's inbox.
+    pub last_seq: u64,
+}
+
+impl Cursors {
+    /// The cursor replay starts after: the client's `last_seq`, else the device's cursor, else
+    /// the user's.
+    pub fn resume_from(&self, last_seq: Option<u64>) -> u64 {
+        last_seq.or(self.device).unwrap_or(self.user_acked)
+    }
+}
+
+/// A cumulative ack to record: device cursor (when the session has a device) and user cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ack {
+    pub user: UserId,
+    pub device: Option<DeviceId>,
+    pub seq: u64,
+}
+
+/// One line of the session log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub at_ms: u64,
+    pub kind: SessionEventKind,
+    pub session: String,
+    pub node: String,
+    pub user: UserId,
+    pub device: Option<DeviceId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEventKind {
+    Open,
+    /// Closed with this code (1006 when the connection just ended).
+    Close(u16),
+}
+
+impl SessionEventKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Close(_) => "close",
+        }
+    }
+
+    fn code(self) -> Option<i32> {
+        match self {
+            Self::Open => None,
+            Self::Close(code) => Some(i32::from(code)),
+        }
+    }
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub inbox: u64,
+    pub messages: u64,
+    pub idempotency: u64,
+    pub session_log: u64,
+}
+
+/// Rows deleted per purge statement, so a purge never holds locks for long.
+pub const PURGE_CHUNK: u32 = 5_000;
+/// Rows per multi-row INSERT: well under both dialects' placeholder limits (5 columns × 2000).
+pub const INSERT_CHUNK: usize = 2_000;
+
+/// The durable store. Implementations are cheap to clone handles over a pool.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a batch of durable user messages in one transaction: each receiver gets the next
+    /// `seq` of its inbox (strictly +1, no holes: a failed transaction assigns nothing), and a
+    /// publisher-given id already seen within `idempotency_window` is not stored again.
+    fn append(
+        &self,
+        batch: &[Message],
+        now_ms: u64,
+        idempotency_window: Duration,
+    ) -> impl Future<Output = Result<Vec<Appended>, StoreError>> + Send;
+
+    /// Unexpired inbox entries of `user` with `after < seq < before`, oldest first, at most `limit`.
+    fn inbox(
+        &self,
+        user: &str,
+        after: u64,
+        before: Option<u64>,
+        limit: u32,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<InboxEntry>, StoreError>> + Send;
+
+    /// The cursors of a user (and device).
+    fn cursors(&self, user: &str, device: Option<&str>) -> impl Future<Output = Result<Cursors, StoreError>> + Send;
+
+    /// Moves device and user cursors forward (never back).
+    fn save_acks(&self, acks: &[Ack], now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends session lifecycle events to the session log.
+    fn log_sessions(&self, events: &[SessionEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes expired inbox rows and messages, idempotency keys older than
+    /// `idempotency_before_ms`, and session log lines older than `log_before_ms`.
+    fn purge(
+        &self,
+        now_ms: u64,
+        idempotency_before_ms: u64,
+        log_before_ms: u64,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
+}
+
+/// Either store, chosen by mode at start.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Mysql(MysqlStore),
+}
+
+impl AnyStore {
+    /// Opens the store named by `url` (`sqlite://…` or `mysql://…`) and applies its migrations.
+    pub async fn open(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Ok(Self::Mysql(MysqlStore::open(&url.replacen("mariadb:", "mysql:", 1), pool_size).await?))
+        } else {
+            Ok(Self::Sqlite(SqliteStore::open(url, pool_size).await?))
+        }
+    }
+
+    /// A label for logs and metrics.
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Mysql(_) => "mysql",
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $call.await,
+            AnyStore::Mysql($s) => $call.await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn append(&self, batch: &[Message], now_ms: u64, window: Duration) -> Result<Vec<Appended>, StoreError> {
+        delegate!(self, s => s.append(batch, now_ms, window))
+    }
+
+    async fn inbox(
+        &self,
+        user: &str,
+        after: u64,
+        before: Option<u64>,
+        limit: u32,
+        now_ms: u64,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        delegate!(self, s => s.inbox(user, after, before, limit, now_ms))
+    }
+
+    async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
+        delegate!(self, s => s.cursors(user, device))
+    }
+
+    async fn save_acks(&self, acks: &[Ack], now_ms: u64) -> Result<(), StoreError> {
+        delegate!(self, s => s.save_acks(acks, now_ms))
+    }
+
+    async fn log_sessions(&self, events: &[SessionEvent]) -> Result<(), StoreError> {
+        delegate!(self, s => s.log_sessions(events))
+    }
+
+    async fn purge(&self, now_ms: u64, idempotency_before_ms: u64, log_before_ms: u64) -> Result<Purged, StoreError> {
+        delegate!(self, s => s.purge(now_ms, idempotency_before_ms, log_before_ms))
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// The plan of an append, shared by both dialects.
+// -------------------------------------------------------------------------------------------
+
+/// A message row to insert.
+#[derive(Debug)]
+pub(crate) struct NewMessage<'a> {
+    pub key: Uuid,
+    pub msg_id: &'a str,
+    pub ts: i64,
+    pub expires_at: i64,
+    pub data: &'a str,
+}
+
+/// Rows an append writes, and what it answers.
+#[derive(Debug, Default)]
+pub(crate) struct Plan<'a> {
+    pub messages: Vec<NewMessage<'a>>,
+    /// Idempotency keys to record (publisher-given ids only).
+    pub keys: Vec<(&'a str, Uuid)>,
+    /// (user, seq, message key, expires_at)
+    pub inbox: Vec<(&'a str, i64, Uuid, i64)>,
+    /// (user, new last seq)
+    pub heads: Vec<(&'a str, i64)>,
+    pub results: Vec<Appended>,
+}
+
+/// Publisher-given ids of a batch, to look up in the idempotency table.
+pub(crate) fn keyed_ids(batch: &[Message]) -> Vec<&str> {
+    let mut ids: Vec<&str> = batch.iter().filter(|m| m.keyed).map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Receivers of the batch's messages, sorted (rows are locked in this order, which keeps two
+/// writers from deadlocking on each other).
+pub(crate) fn receivers(batch: &[Message]) -> Vec<&str> {
+    let mut users: Vec<&str> = batch
+        .iter()
+        .flat_map(|m| match &m.to {
+            Target::Users(users) => users.iter().map(UserId::as_str).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    users
+}
+
+/// Decides the rows of an append: `seen` holds ids already stored within the window, `heads`
+/// each receiver's current last seq (absent: 0).
+pub(crate) fn plan<'a>(batch: &'a [Message], seen: &HashMap<String, ()>, mut heads: HashMap<&'a str, i64>) -> Plan<'a> {
+    let mut plan = Plan::default();
+    let mut in_batch: HashMap<&str, ()> = HashMap::new();
+    for message in batch {
+        let duplicate =
+            message.keyed && (seen.contains_key(&message.id) || in_batch.insert(message.id.as_str(), ()).is_some());
+        if duplicate {
+            plan.results.push(Appended { id: message.id.clone(), duplicate: true, seqs: Vec::new() });
+            continue;
+        }
+        let key = Uuid::now_v7();
+        let expires_at = (message.ts + message.ttl_s.saturating_mul(1000)).min(i64::MAX as u64) as i64;
+        plan.messages.push(NewMessage {
+            key,
+            msg_id: &message.id,
+            ts: message.ts as i64,
+            expires_at,
+            data: message.data.get(),
+        });
+        if message.keyed {
+            plan.keys.push((&message.id, key));
+        }
+        let mut seqs = Vec::new();
+        if let Target::Users(users) = &message.to {
+            for user in users {
+                let head = heads.entry(user.as_str()).or_insert(0);
+                *head += 1;
+                plan.inbox.push((user.as_str(), *head, key, expires_at));
+                seqs.push((user.clone(), *head as u64));
+            }
+        }
+        plan.results.push(Appended { id: message.id.clone(), duplicate: false, seqs });
+    }
+    let mut touched: Vec<(&str, i64)> = plan.inbox.iter().map(|(u, _, _, _)| (*u, heads[u])).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    plan.heads = touched;
+    plan
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Merges acks: the highest seq per (user, device), and per user.
+pub(crate) fn merge_acks(acks: &[Ack]) -> (Vec<(&str, &str, i64)>, Vec<(&str, i64)>) {
+    let mut devices: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut users: HashMap<&str, i64> = HashMap::new();
+    for ack in acks {
+        let seq = to_i64(ack.seq);
+        if let Some(device) = &ack.device {
+            let e = devices.entry((ack.user.as_str(), device.as_str())).or_insert(seq);
+            *e = (*e).max(seq);
+        }
+        let e = users.entry(ack.user.as_str()).or_insert(seq);
+        *e = (*e).max(seq);
+    }
+    let mut devices: Vec<_> = devices.into_iter().map(|((u, d), s)| (u, d, s)).collect();
+    devices.sort_unstable();
+    let mut users: Vec<_> = users.into_iter().collect();
+    users.sort_unstable();
+    (devices, users)
+}
+
+fn entry(seq: i64, id: String, ts: i64, data: String) -> Result<InboxEntry, StoreError> {
+    let data = RawValue::from_string(data).map_err(|e| StoreError::Corrupt(format!("message {id}: {e}")))?;
+    Ok(InboxEntry { seq: seq as u64, id, ts: ts as u64, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use pushgate_protocol::{Envelope, EnvelopeLimits};
+
+    use super::*;
+
+    fn message(json: &str) -> Message {
+        Message::accept(Envelope::decode(json.as_bytes(), &EnvelopeLimits::default()).unwrap(), 1_000)
+    }
+
+    #[test]
+    fn seqs_continue_each_users_head_and_duplicates_are_skipped() {
+        let batch = vec![
+            message(r#"{"id":"a","to":{"users":["u1","u2"]},"data":1}"#),
+            message(r#"{"id":"b","to":{"users":["u1"]},"data":2}"#),
+            message(r#"{"id":"a","to":{"users":["u1"]},"data":3}"#),
+            message(r#"{"id":"old","to":{"users":["u1"]},"data":4}"#),
+        ];
+        let seen = HashMap::from([("old".to_owned(), ())]);
+        let heads = HashMap::from([("u1", 41)]);
+        let plan = plan(&batch, &seen, heads);
+        let seqs: Vec<Vec<(String, u64)>> =
+            plan.results.iter().map(|r| r.seqs.iter().map(|(u, s)| (u.to_string(), *s)).collect()).collect();
+        assert_eq!(seqs, vec![vec![("u1".into(), 42), ("u2".into(), 1)], vec![("u1".into(), 43)], vec![], vec![]]);
+        assert_eq!(plan.results.iter().map(|r| r.duplicate).collect::<Vec<_>>(), vec![false, false, true, true]);
+        assert_eq!(plan.messages.len(), 2);
+        assert_eq!(plan.keys.len(), 2);
+        assert_eq!(plan.heads, vec![("u1", 43), ("u2", 1)]);
+        assert_eq!(plan.messages[0].expires_at, 1_000 + 7 * 24 * 3600 * 1000);
+    }
+
+    #[test]
+    fn acks_merge_to_the_highest() {
+        let u = UserId::new("u").unwrap();
+        let d = DeviceId::new("d").unwrap();
+        let acks = vec![
+            Ack { user: u.clone(), device: Some(d.clone()), seq: 5 },
+            Ack { user: u.clone(), device: Some(d), seq: 3 },
+            Ack { user: u, device: None, seq: 9 },
+        ];
+        let (devices, users) = merge_acks(&acks);
+        assert_eq!(devices, vec![("u", "d", 5)]);
+        assert_eq!(users, vec![("u", 9)]);
+    }
+
+    #[test]
+    fn resume_prefers_the_query_then_the_device_then_the_user() {
+        let c = Cursors { device: Some(7), user_acked: 9, last_seq: 12 };
+        assert_eq!(c.resume_from(Some(3)), 3);
+        assert_eq!(c.resume_from(None), 7);
+        assert_eq!(Cursors { device: None, ..c }.resume_from(None), 9);
+    }
+}
