@@ -6,10 +6,12 @@
 
 pub mod client;
 pub mod gateway;
+pub mod mysql;
 pub mod raw;
 
 pub use client::{Client, Received};
 pub use gateway::{Gateway, GatewayOptions};
+pub use mysql::TestDatabase;
 pub use raw::RawClient;
 
 use std::{future::Future, time::Duration};

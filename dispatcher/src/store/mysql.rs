@@ -63,7 +63,7 @@ impl Store for MysqlStore {
             });
             q.push(")");
             for row in q.build().fetch_all(&mut *tx).await? {
-                seen.insert(row.try_get::<String, _>(0)?, ());
+                seen.insert(text(&row, 0)?, ());
             }
         }
 
@@ -77,7 +77,7 @@ impl Store for MysqlStore {
             });
             q.push(") ORDER BY user_id FOR UPDATE");
             for row in q.build().fetch_all(&mut *tx).await? {
-                let user: String = row.try_get(0)?;
+                let user = text(&row, 0)?;
                 if let Some(u) = chunk.iter().find(|u| **u == user) {
                     heads.insert(u, row.try_get(1)?);
                 }
@@ -146,7 +146,7 @@ impl Store for MysqlStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(|r| entry(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
+        rows.into_iter().map(|r| entry(r.try_get(0)?, text(&r, 1)?, r.try_get(2)?, text(&r, 3)?)).collect()
     }
 
     async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
@@ -246,4 +246,11 @@ impl Store for MysqlStore {
         }
         Ok(purged)
     }
+}
+
+/// A text column. Columns with a binary collation (`utf8mb4_bin`, which ids need) reach the
+/// client flagged as binary, so they are read as bytes and checked as UTF-8.
+fn text(row: &sqlx::mysql::MySqlRow, index: usize) -> Result<String, StoreError> {
+    let bytes: Vec<u8> = row.try_get(index)?;
+    String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(format!("column {index} is not UTF-8: {e}")))
 }

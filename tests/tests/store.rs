@@ -1,0 +1,212 @@
+//! The durable store against real SQLite and real MariaDB, the same scenarios for both:
+//! consecutive seqs, idempotency, a thousand receivers, cursors, expiry and purge, concurrent
+//! writers, the session log.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use pushgate_dispatcher::{
+    Message,
+    store::{Ack, AnyStore, SessionEvent, SessionEventKind, Store},
+};
+use pushgate_protocol::{DeviceId, Envelope, EnvelopeLimits, UserId, now_ms};
+use pushgate_tests::TestDatabase;
+use serde_json::json;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// A store of the given kind, with whatever keeps it alive.
+struct Fixture {
+    store: AnyStore,
+    _db: Option<TestDatabase>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn fixture(kind: &str) -> Fixture {
+    match kind {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+            Fixture { store: AnyStore::open(&url, 4).await.unwrap(), _db: None, _dir: Some(dir) }
+        }
+        _ => {
+            let db = TestDatabase::create().await;
+            Fixture { store: AnyStore::open(&db.url, 8).await.unwrap(), _db: Some(db), _dir: None }
+        }
+    }
+}
+
+fn message(envelope: serde_json::Value, ts: u64) -> Message {
+    Message::accept(Envelope::decode(envelope.to_string().as_bytes(), &EnvelopeLimits::default()).unwrap(), ts)
+}
+
+fn to_user(user: &str, n: u64) -> Message {
+    message(json!({"to": {"users": [user]}, "data": {"n": n}}), now_ms())
+}
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name("sqlite").await })*
+        }
+        mod mariadb {
+            $(#[tokio::test] async fn $name() { super::$name("mariadb").await })*
+        }
+    };
+}
+
+both_stores!(
+    ten_thousand_messages_get_consecutive_seqs,
+    publisher_ids_are_stored_once_within_the_window,
+    one_envelope_reaches_a_thousand_inboxes,
+    cursors_move_forward_per_device_and_user,
+    expired_messages_are_never_read_and_are_purged,
+    concurrent_writers_never_reuse_or_skip_a_seq,
+    the_session_log_records_opens_and_closes,
+);
+
+async fn ten_thousand_messages_get_consecutive_seqs(kind: &str) {
+    let f = fixture(kind).await;
+    for chunk in (1..=10_000u64).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<Message> = chunk.iter().map(|n| to_user("u1", *n)).collect();
+        let appended = f.store.append(&batch, now_ms(), DAY).await.unwrap();
+        for (a, n) in appended.iter().zip(chunk) {
+            assert_eq!(a.seqs, vec![(UserId::new("u1").unwrap(), *n)]);
+        }
+    }
+    let mut seen = 0u64;
+    loop {
+        let page = f.store.inbox("u1", seen, None, 1000, now_ms()).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for entry in page {
+            seen += 1;
+            assert_eq!(entry.seq, seen);
+            let data: serde_json::Value = serde_json::from_str(entry.data.get()).unwrap();
+            assert_eq!(data["n"], seen);
+        }
+    }
+    assert_eq!(seen, 10_000);
+    // Bounded reads: `before` stops short.
+    let page = f.store.inbox("u1", 100, Some(105), 1000, now_ms()).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![101, 102, 103, 104]);
+    assert_eq!(f.store.cursors("u1", None).await.unwrap().last_seq, 10_000);
+}
+
+async fn publisher_ids_are_stored_once_within_the_window(kind: &str) {
+    let f = fixture(kind).await;
+    let now = now_ms();
+    let keyed = |n: u64| message(json!({"id": "order-42", "to": {"users": ["u"]}, "data": n}), now);
+    let first = f.store.append(&[keyed(1), keyed(2)], now, DAY).await.unwrap();
+    assert!(!first[0].duplicate && first[1].duplicate, "the second in the same batch is a duplicate");
+    let again = f.store.append(&[keyed(3)], now + 1000, DAY).await.unwrap();
+    assert!(again[0].duplicate && again[0].seqs.is_empty());
+    assert_eq!(f.store.inbox("u", 0, None, 10, now).await.unwrap().len(), 1);
+    // After the window the id may be used again.
+    let later = f.store.append(&[keyed(4)], now + DAY.as_millis() as u64 + 1000, DAY).await.unwrap();
+    assert!(!later[0].duplicate);
+    assert_eq!(later[0].seqs[0].1, 2);
+    // Messages without a publisher id are never duplicates of each other.
+    let plain = f.store.append(&[to_user("u", 1), to_user("u", 1)], now, DAY).await.unwrap();
+    assert!(plain.iter().all(|a| !a.duplicate));
+}
+
+async fn one_envelope_reaches_a_thousand_inboxes(kind: &str) {
+    let f = fixture(kind).await;
+    let users: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    let m = message(json!({"to": {"users": users}, "data": "all of you"}), now_ms());
+    let appended = f.store.append(&[m.clone(), m], now_ms(), DAY).await.unwrap();
+    assert_eq!(appended[0].seqs.len(), 1000);
+    assert!(appended[0].seqs.iter().all(|(_, seq)| *seq == 1));
+    assert!(appended[1].seqs.iter().all(|(_, seq)| *seq == 2));
+    for user in ["user-0", "user-500", "user-999"] {
+        let inbox = f.store.inbox(user, 0, None, 10, now_ms()).await.unwrap();
+        assert_eq!(inbox.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(inbox[0].data.get(), r#""all of you""#);
+    }
+}
+
+async fn cursors_move_forward_per_device_and_user(kind: &str) {
+    let f = fixture(kind).await;
+    let batch: Vec<Message> = (1..=10).map(|n| to_user("u", n)).collect();
+    f.store.append(&batch, now_ms(), DAY).await.unwrap();
+    let u = UserId::new("u").unwrap();
+    let (a, b) = (DeviceId::new("phone").unwrap(), DeviceId::new("laptop").unwrap());
+    let acks = vec![
+        Ack { user: u.clone(), device: Some(a.clone()), seq: 5 },
+        Ack { user: u.clone(), device: Some(b.clone()), seq: 3 },
+        Ack { user: u.clone(), device: Some(a.clone()), seq: 4 },
+    ];
+    f.store.save_acks(&acks, now_ms()).await.unwrap();
+    let phone = f.store.cursors("u", Some("phone")).await.unwrap();
+    assert_eq!((phone.device, phone.user_acked, phone.last_seq), (Some(5), 5, 10));
+    assert_eq!(f.store.cursors("u", Some("laptop")).await.unwrap().device, Some(3));
+    // A new device starts after what any device acked.
+    let fresh = f.store.cursors("u", Some("tablet")).await.unwrap();
+    assert_eq!((fresh.device, fresh.resume_from(None)), (None, 5));
+    // Cursors never move back.
+    f.store.save_acks(&[Ack { user: u.clone(), device: Some(a), seq: 2 }], now_ms()).await.unwrap();
+    assert_eq!(f.store.cursors("u", Some("phone")).await.unwrap().device, Some(5));
+    // A session without a device moves the user's cursor only.
+    f.store.save_acks(&[Ack { user: u, device: None, seq: 9 }], now_ms()).await.unwrap();
+    let c = f.store.cursors("u", Some("laptop")).await.unwrap();
+    assert_eq!((c.device, c.user_acked), (Some(3), 9));
+    assert_eq!(f.store.cursors("nobody", None).await.unwrap().resume_from(None), 0);
+}
+
+async fn expired_messages_are_never_read_and_are_purged(kind: &str) {
+    let f = fixture(kind).await;
+    let now = now_ms();
+    let short = message(json!({"to": {"users": ["u"]}, "data": "short", "ttl_s": 1}), now - 5_000);
+    let long = message(json!({"to": {"users": ["u"]}, "data": "long", "ttl_s": 3600}), now);
+    f.store.append(&[short, long], now, DAY).await.unwrap();
+    let inbox = f.store.inbox("u", 0, None, 10, now).await.unwrap();
+    assert_eq!(inbox.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2], "seq 1 expired");
+    let purged = f.store.purge(now, 0, 0).await.unwrap();
+    assert_eq!((purged.inbox, purged.messages), (1, 1));
+    assert_eq!(f.store.inbox("u", 0, None, 10, now).await.unwrap().len(), 1);
+    // The head is kept: the next message continues the seq.
+    let next = f.store.append(&[to_user("u", 3)], now, DAY).await.unwrap();
+    assert_eq!(next[0].seqs[0].1, 3);
+}
+
+async fn concurrent_writers_never_reuse_or_skip_a_seq(kind: &str) {
+    let f = fixture(kind).await;
+    let store = &f.store;
+    let results = join_all((0..4).map(|w| async move {
+        let mut seqs = Vec::new();
+        for i in 0..50 {
+            let batch: Vec<Message> = (0..5).map(|j| to_user("shared", w * 1000 + i * 10 + j)).collect();
+            let appended = loop {
+                match store.append(&batch, now_ms(), DAY).await {
+                    Ok(a) => break a,
+                    Err(e) if e.is_transient() => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            seqs.extend(appended.iter().map(|a| a.seqs[0].1));
+        }
+        seqs
+    }))
+    .await;
+    let mut all: Vec<u64> = results.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=1000).collect::<Vec<_>>());
+}
+
+async fn the_session_log_records_opens_and_closes(kind: &str) {
+    let f = fixture(kind).await;
+    let event = |kind| SessionEvent {
+        at_ms: now_ms(),
+        kind,
+        session: "0123456789abcdef".into(),
+        node: "node-1".into(),
+        user: UserId::new("u").unwrap(),
+        device: Some(DeviceId::new("d").unwrap()),
+    };
+    f.store.log_sessions(&[event(SessionEventKind::Open), event(SessionEventKind::Close(4001))]).await.unwrap();
+    let purged = f.store.purge(now_ms(), 0, now_ms() + 1).await.unwrap();
+    assert_eq!(purged.session_log, 2, "both lines were written (and are purged once old)");
+}
