@@ -62,20 +62,19 @@ impl Durable {
         }))
     }
 
-    /// The cursor a session's replay starts after (SPEC §6): `last_seq` from the query if given
-    /// (no read needed), else this device's acked cursor, else the user's.
+    /// The cursor a session's replay starts after (SPEC §6): `last_seq` from the query if given,
+    /// else this device's acked cursor, else the user's. A `last_seq` above the newest `seq`
+    /// replays nothing and is lowered to the newest, so that the next message still reaches the
+    /// client (the welcome tells it the cursor it got).
     pub async fn resume_cursor(
         &self,
         user: &UserId,
         device: Option<&DeviceId>,
         last_seq: Option<u64>,
     ) -> Result<u64, StoreError> {
-        if let Some(seq) = last_seq {
-            return Ok(seq);
-        }
         let _permit = self.reads.acquire().await.map_err(|_| StoreError::Corrupt("reads closed".into()))?;
         let cursors = self.store.cursors(user.as_str(), device.map(DeviceId::as_str)).await?;
-        Ok(cursors.resume_from(None))
+        Ok(cursors.resume_from(last_seq).min(cursors.last_seq))
     }
 
     /// The next page of `user`'s inbox after `after` (and before `before`).

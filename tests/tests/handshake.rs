@@ -125,6 +125,12 @@ async fn welcome_describes_the_session() {
     assert_eq!(welcome["heartbeat_s"], 7);
     assert_eq!(welcome["last_seq"], 0);
     assert_eq!(welcome["session"].as_str().unwrap().len(), 16);
+    // The cursor of `last_seq`; lowered to the newest seq when it is above it.
+    for n in 0..50 {
+        gw.publish(&serde_json::json!({"to": {"users": ["alice"]}, "data": n})).await;
+    }
     let with_cursor = gw.connect_token(&format!("{}&last_seq=42", gw.token("alice", None, &[]))).await;
     assert_eq!(with_cursor.welcome.unwrap()["last_seq"], 42);
+    let beyond = gw.connect_token(&format!("{}&last_seq=4200", gw.token("alice", None, &[]))).await;
+    assert_eq!(beyond.welcome.unwrap()["last_seq"], 50);
 }

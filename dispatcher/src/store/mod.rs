@@ -349,8 +349,14 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Acks merged for writing: the highest seq per (user, device), and per user.
+pub(crate) struct MergedAcks<'a> {
+    pub devices: Vec<(&'a str, &'a str, i64)>,
+    pub users: Vec<(&'a str, i64)>,
+}
+
 /// Merges acks: the highest seq per (user, device), and per user.
-pub(crate) fn merge_acks(acks: &[Ack]) -> (Vec<(&str, &str, i64)>, Vec<(&str, i64)>) {
+pub(crate) fn merge_acks(acks: &[Ack]) -> MergedAcks<'_> {
     let mut devices: HashMap<(&str, &str), i64> = HashMap::new();
     let mut users: HashMap<&str, i64> = HashMap::new();
     for ack in acks {
@@ -366,7 +372,7 @@ pub(crate) fn merge_acks(acks: &[Ack]) -> (Vec<(&str, &str, i64)>, Vec<(&str, i6
     devices.sort_unstable();
     let mut users: Vec<_> = users.into_iter().collect();
     users.sort_unstable();
-    (devices, users)
+    MergedAcks { devices, users }
 }
 
 fn entry(seq: i64, id: String, ts: i64, data: String) -> Result<InboxEntry, StoreError> {
@@ -414,9 +420,9 @@ mod tests {
             Ack { user: u.clone(), device: Some(d), seq: 3 },
             Ack { user: u, device: None, seq: 9 },
         ];
-        let (devices, users) = merge_acks(&acks);
-        assert_eq!(devices, vec![("u", "d", 5)]);
-        assert_eq!(users, vec![("u", 9)]);
+        let merged = merge_acks(&acks);
+        assert_eq!(merged.devices, vec![("u", "d", 5)]);
+        assert_eq!(merged.users, vec![("u", 9)]);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use super::{
-    Ack, AnyStore, Appended, Cursors, INSERT_CHUNK, InboxEntry, PURGE_CHUNK, Purged, SessionEvent, Store, StoreError,
-    entry, keyed_ids, merge_acks, plan, receivers, to_i64,
+    Ack, AnyStore, Appended, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, SessionEvent, Store,
+    StoreError, entry, keyed_ids, merge_acks, plan, receivers, to_i64,
 };
 use crate::Message;
 
@@ -175,7 +175,7 @@ impl Store for MysqlStore {
         if acks.is_empty() {
             return Ok(());
         }
-        let (devices, users) = merge_acks(acks);
+        let MergedAcks { devices, users } = merge_acks(acks);
         let mut tx = self.pool.begin().await?;
         for chunk in devices.chunks(INSERT_CHUNK) {
             QueryBuilder::<MySql>::new("INSERT INTO device_cursors (user_id, device_id, acked_seq, updated_at) ")
