@@ -6,16 +6,18 @@
 //!   and reports;
 //! - [`worker`]: one worker process — opens its share of sessions at the ramp rate, keeps them
 //!   alive, timestamps deliveries, and reports JSON lines on stdout;
+//! - [`durable`]: store throughput, publish → receive latency of durable messages, replay speed;
 //! - [`watch`]: a command-line client that prints every frame and sends what you type;
 //! - [`stats`]: percentiles and process figures (RSS, CPU).
 
+pub mod durable;
 pub mod hold;
 pub mod stats;
 pub mod watch;
 pub mod worker;
 
 /// Mints session tokens for load users with the gateway's secret.
-pub fn token_minter(secret: &str) -> impl Fn(&str) -> String {
+pub fn token_minter(secret: &str) -> impl Fn(&str) -> String + use<> {
     let auth = pushgate_gateway::auth::Auth::new(secret.as_bytes(), std::time::Duration::ZERO);
     move |user: &str| {
         let claims = pushgate_protocol::SessionClaims {

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pushgate_loadtest::{hold, watch, worker};
+use pushgate_loadtest::{durable, hold, watch, worker};
 
 #[derive(Parser)]
 #[command(name = "pushgate-loadtest", version, about = "Open, hold and measure many pushgate sessions")]
@@ -17,6 +17,12 @@ struct Cli {
 enum Command {
     /// Open N sessions over several processes, hold them, time broadcasts, sample gateway memory.
     Hold(hold::HoldArgs),
+    /// Durable messages per second into a store, through the batched write path.
+    Store(durable::StoreArgs),
+    /// Publish → receive latency of durable messages at a steady HTTP publish rate.
+    Latency(durable::LatencyArgs),
+    /// Time the replay of an offline user's backlog.
+    Replay(durable::ReplayArgs),
     /// Connect one session, print every frame, send what you type.
     Watch(watch::WatchArgs),
     /// (internal) One worker process of `hold`.
@@ -40,6 +46,9 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(report.held())
             }
+            Command::Store(args) => print(durable::store(args).await),
+            Command::Latency(args) => print(durable::latency(args).await),
+            Command::Replay(args) => print(durable::replay(args).await),
             Command::Watch(args) => watch::run(args).await.map(|()| true),
             Command::Worker(args) => worker::run(args).await.map(|()| true),
         }
@@ -55,4 +64,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print(report: anyhow::Result<serde_json::Value>) -> anyhow::Result<bool> {
+    println!("{}", serde_json::to_string_pretty(&report?)?);
+    Ok(true)
 }
