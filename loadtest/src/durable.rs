@@ -168,7 +168,9 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<Value> {
          p99 {:.2} ms, max {:.2} ms; publish → 202 p50 {:.2} ms, p99 {:.2} ms",
         args.rate, summary.p50_ms, summary.p99_ms, summary.max_ms, accept.p50_ms, accept.p99_ms
     );
-    Ok(json!({"published": total, "refused": refused, "received": received, "rate": args.rate, "latency": summary, "accepted": accept}))
+    Ok(
+        json!({"published": total, "refused": refused, "received": received, "rate": args.rate, "latency": summary, "accepted": accept}),
+    )
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -232,6 +234,9 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let rate = args.backlog as f64 / seconds;
-    eprintln!("replayed {} messages in {seconds:.2} s: {rate:.0} msg/s (queued in {publish_s:.1} s over HTTP)", args.backlog);
+    eprintln!(
+        "replayed {} messages in {seconds:.2} s: {rate:.0} msg/s (queued in {publish_s:.1} s over HTTP)",
+        args.backlog
+    );
     Ok(json!({"backlog": args.backlog, "seconds": seconds, "messages_per_s": rate, "publish_seconds": publish_s}))
 }
