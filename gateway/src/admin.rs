@@ -15,14 +15,14 @@ use axum::{
 };
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
-use pushgate_dispatcher::Message;
-use pushgate_protocol::{CloseCode, Envelope, EnvelopeError, Target, UserId, now_ms};
+use pushgate_protocol::{CloseCode, EnvelopeError, UserId};
 use serde_json::json;
 
 use crate::{
-    delivery, drain,
-    metrics::{PUBLISH_REFUSALS, PUBLISHED},
+    drain,
+    metrics::PUBLISH_REFUSALS,
     node::Node,
+    publish::{self, PublishError},
     session::CloseRequest,
 };
 
@@ -154,31 +154,19 @@ async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejec
             ApiError::new(StatusCode::BAD_REQUEST, "bad_envelope", r.body_text())
         })
     })?;
-    let node = &state.node;
-    let envelope = Envelope::decode(&body, &node.envelope_limits).map_err(|e| refuse(e.into()))?;
-    let message = Message::accept(envelope, now_ms());
-    let target = match message.to {
-        Target::Users(_) => "users",
-        Target::Channel(_) => "channel",
-        Target::All => "all",
-    };
-    let delivered = if message.persist {
-        // Durable: committed before the publisher hears 202, delivered after the commit.
-        let appended =
-            node.durable.ingest.append(message.clone()).await.map_err(|e| {
-                refuse(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))
-            })?;
-        if appended.duplicate {
-            counter!(PUBLISHED, "target" => "duplicate").increment(1);
-            return Ok((StatusCode::ACCEPTED, Json(json!({ "id": message.id, "duplicate": true }))).into_response());
+    match publish::publish(&state.node, &body).await {
+        Ok(published) => {
+            let mut answer = json!({ "id": published.id });
+            if published.duplicate {
+                answer["duplicate"] = true.into();
+            }
+            Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
         }
-        delivery::deliver(node, &message, Some(&appended.seqs))
-    } else {
-        delivery::deliver(node, &message, None)
-    };
-    counter!(PUBLISHED, "target" => target).increment(1);
-    tracing::debug!(id = %message.id, target, queued = delivered.queued, "published");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": message.id }))).into_response())
+        Err(PublishError::Envelope(e)) => Err(refuse(e.into())),
+        Err(PublishError::Unavailable(why)) => {
+            Err(refuse(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)))
+        }
+    }
 }
 
 fn user_param(user: &str) -> Result<UserId, ApiError> {

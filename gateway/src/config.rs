@@ -97,6 +97,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("echo_route", Kind::Value),
     ("echo_max_message_bytes", Kind::Value),
     ("token_leeway", Kind::Value),
+    ("demo_page", Kind::Value),
     ("store_url", Kind::Text),
     ("store_pool_size", Kind::Value),
     ("store_batch_max", Kind::Value),
@@ -195,6 +196,9 @@ pub struct Config {
     pub echo_route: bool,
     /// Largest message `/echo` accepts (conformance suites send up to 16 MiB).
     pub echo_max_message_bytes: usize,
+    /// Serve the demo page at `/` on the client listener. Default: on in standalone mode, off
+    /// in cluster mode.
+    pub demo_page: Option<bool>,
     /// Clock skew allowed when checking a token's `exp`.
     #[serde(with = "humantime_serde")]
     pub token_leeway: Duration,
@@ -261,6 +265,7 @@ impl Default for Config {
             close_on_token_expiry: false,
             echo_route: false,
             echo_max_message_bytes: 16 * 1024 * 1024,
+            demo_page: None,
             token_leeway: Duration::from_secs(30),
             store_url: None,
             store_pool_size: 8,

@@ -15,7 +15,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{auth::TokenError, metrics::HANDSHAKE_REFUSALS, node::Node};
+use std::{net::SocketAddr, sync::Arc};
+
+use crate::{auth::TokenError, metrics::HANDSHAKE_REFUSALS, node::Node, pages};
 
 /// Largest request head accepted; a long token in the query still fits several times over.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -46,12 +48,19 @@ pub enum HandshakeError {
     Refused { status: u16, error: &'static str },
     #[error("connection closed during the handshake")]
     Closed,
+    #[error("served a page")]
+    Page,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
 /// Reads the request and answers it. `full` says admission is over its limit.
-pub async fn handshake(node: &Node, stream: &mut TcpStream, full: bool) -> Result<Upgraded, HandshakeError> {
+pub async fn handshake(
+    node: &Arc<Node>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    full: bool,
+) -> Result<Upgraded, HandshakeError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
@@ -60,6 +69,25 @@ pub async fn handshake(node: &Node, stream: &mut TcpStream, full: bool) -> Resul
         let decision = match parse_request(&buf) {
             Ok(None) if buf.len() >= MAX_REQUEST_BYTES => Err(Refusal::bad_request("request head too large")),
             Ok(None) => continue,
+            Ok(Some(request)) if pages::is_page(node, &request) => {
+                let (method, path, query) =
+                    (request.method.to_owned(), request.path.to_owned(), request.query.to_owned());
+                let (head_len, length) = (request.head_len, request.content_length.unwrap_or(0));
+                if length > node.config.max_data_bytes + 64 * 1024 {
+                    Err(Refusal::new(413, "too_large", "request body too large"))
+                } else {
+                    while buf.len() < head_len + length {
+                        if stream.read_buf(&mut buf).await? == 0 {
+                            return Err(HandshakeError::Closed);
+                        }
+                    }
+                    let body = &buf[head_len..head_len + length];
+                    let response = pages::respond(node, &method, &path, &query, body, peer).await;
+                    stream.write_all(&response).await?;
+                    let _ = stream.shutdown().await;
+                    return Err(HandshakeError::Page);
+                }
+            }
             Ok(Some(request)) => decide(node, &request, full).map(|(upgrade, key)| (upgrade, key, request.head_len)),
             Err(refusal) => Err(refusal),
         };

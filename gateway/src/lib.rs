@@ -9,7 +9,8 @@
 //! - [`session`]: the per-connection task and its shared handle (outbox, close requests);
 //! - [`registry`]: sessions by id, user and channel; [`delivery`]: fan-out to sessions;
 //! - [`heartbeat`]: the wheel that pings and times out sessions; [`drain`]: graceful exit;
-//! - [`admin`]: the admin HTTP API; [`auth`]: tokens; [`metrics`], [`telemetry`].
+//! - [`admin`]: the admin HTTP API; [`publish`]: publishing; [`pages`]: the demo page;
+//! - [`durable`]: store, write path, acks, inbox reads; [`auth`]: tokens; [`metrics`], [`telemetry`].
 
 pub mod admin;
 pub mod auth;
@@ -22,6 +23,8 @@ pub mod heartbeat;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod pages;
+pub mod publish;
 pub mod registry;
 pub mod session;
 pub mod telemetry;

@@ -60,7 +60,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
             () = stop.cancelled() => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
                 let entry = node.admit();
                 if matches!(entry, Entry::Shed) {
@@ -68,7 +68,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(serve(node.clone(), stream, entry));
+                tasks.spawn(serve(node.clone(), stream, peer, entry));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -88,7 +88,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
 }
 
 /// One connection: handshake under the timeout, then the session.
-async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
+async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAddr, entry: Entry) {
     let started = std::time::Instant::now();
     let (permit, full) = match entry {
         Entry::Admitted(permit) => (permit, false),
@@ -97,7 +97,7 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, entry: Entry) {
     };
     // Boxed so that the handshake's buffers and timer are not part of every session's future.
     let upgraded =
-        Box::pin(tokio::time::timeout(node.config.handshake_timeout, handshake(&node, &mut stream, full))).await;
+        Box::pin(tokio::time::timeout(node.config.handshake_timeout, handshake(&node, &mut stream, peer, full))).await;
     let upgraded = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {

@@ -150,6 +150,11 @@ impl Node {
         })
     }
 
+    /// Whether the demo page is served (by default only in standalone mode).
+    pub fn demo_page(&self) -> bool {
+        self.config.demo_page.unwrap_or_else(|| self.config.mode().is_ok_and(|m| m == crate::Mode::Standalone))
+    }
+
     /// Admits a new client socket, or says it must be refused.
     pub fn admit(self: &Arc<Self>) -> Entry {
         let open = self.admission.open.fetch_add(1, Ordering::Relaxed) + 1;

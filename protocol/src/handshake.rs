@@ -24,6 +24,8 @@ pub struct Request<'a> {
     pub key: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// `Content-Length`, when given (page requests with a body).
+    pub content_length: Option<usize>,
     /// Length of the request head in the buffer; a client may not send more before the answer.
     pub head_len: usize,
 }
@@ -130,6 +132,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, Refusal> {
         key: None,
         origin: None,
         authorization: None,
+        content_length: None,
         head_len,
     };
     for h in req.headers.iter() {
@@ -150,6 +153,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, Refusal> {
             out.origin = Some(value);
         } else if name.eq_ignore_ascii_case("authorization") {
             out.authorization = Some(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            out.content_length = value.parse().ok();
         }
     }
     Ok(Some(out))
@@ -208,6 +213,20 @@ impl<'a> Request<'a> {
             scheme.eq_ignore_ascii_case("bearer").then(|| Cow::Borrowed(rest.trim()))
         }))
     }
+}
+
+/// The first value of parameter `name` in a query string, percent-decoded (`+` is a space).
+/// `Err` when it is not valid percent-encoding.
+pub fn query_param<'q>(query: &'q str, name: &str) -> Result<Option<Cow<'q, str>>, Refusal> {
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return percent_decode(v)
+                .map(Some)
+                .ok_or_else(|| Refusal::bad_request(format!("query parameter {name} is not valid percent-encoding")));
+        }
+    }
+    Ok(None)
 }
 
 fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
