@@ -7,11 +7,14 @@
 //! - [`ingest`]: the batched write path — a durable message is committed before its publisher
 //!   hears that it was accepted;
 //! - [`bookkeeping`]: acks and session events gathered in memory and written in batches, and the
-//!   purge of expired rows.
+//!   purge of expired rows;
+//! - [`settings`]: the configuration layers both binaries read; [`telemetry`]: logs and metrics.
 
 pub mod bookkeeping;
 pub mod ingest;
 pub mod message;
+pub mod settings;
 pub mod store;
+pub mod telemetry;
 
 pub use message::Message;

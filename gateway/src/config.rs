@@ -7,61 +7,24 @@
 //! setting; the binary exits with code 64 on it.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use pushgate_dispatcher::settings::{self, Kind, SettingsError};
+pub use pushgate_dispatcher::settings::{Env, ProcessEnv};
 use serde::Deserialize;
-
-/// Reads environment variables; tests pass a map.
-pub trait Env {
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).cloned()
-    }
-}
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("setting {key}: {message}")]
-    Setting { key: String, message: String },
-    #[error("unknown setting {0:?}")]
-    UnknownSetting(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error("cluster mode needs MySQL, Redis and AMQP URLs; missing: {}", .0.join(", "))]
     PartialCluster(Vec<&'static str>),
     #[error("{0}")]
     Invalid(String),
-}
-
-/// How a setting's text from the environment or the command line is read.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// Kept as a string.
-    Text,
-    /// Read as a TOML value (`100`, `true`), else kept as a string (`25s`).
-    Value,
-    /// A comma-separated list.
-    List,
 }
 
 /// Every setting: its key and how its text is read. The environment name is
@@ -109,10 +72,6 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("purge_interval", Kind::Value),
     ("session_log_retention", Kind::Value),
 ];
-
-fn env_name(key: &str) -> String {
-    format!("PUSHGATE_{}", key.to_ascii_uppercase())
-}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -292,31 +251,7 @@ impl Config {
     /// Loads the layers: defaults, the TOML file (if any), the environment, then `overrides`
     /// (command-line `key=value` settings, in order).
     pub fn load(file: Option<&Path>, env: &dyn Env, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
-        let mut table = match file {
-            None => toml::Table::new(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?
-            }
-        };
-        for (key, kind) in SETTINGS {
-            if let Some(text) = env.get(&env_name(key)) {
-                table.insert((*key).to_owned(), setting_value(*kind, &text));
-            }
-        }
-        for (key, text) in overrides {
-            let kind = SETTINGS
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, kind)| *kind)
-                .ok_or_else(|| ConfigError::UnknownSetting(key.clone()))?;
-            table.insert(key.clone(), setting_value(kind, text));
-        }
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            ConfigError::Setting { key: "config".into(), message: e.message().to_owned() }
-        })?;
+        let config: Config = settings::load(file, env, overrides, SETTINGS)?;
         config.validate()?;
         Ok(config)
     }
@@ -350,10 +285,11 @@ impl Config {
         }
         for origin in &self.allowed_origins {
             if !origin.contains("://") {
-                return Err(ConfigError::Setting {
+                return Err(SettingsError::Setting {
                     key: "allowed_origins".into(),
                     message: format!("{origin:?} is not an origin like https://app.example"),
-                });
+                }
+                .into());
             }
         }
         self.mode().map(|_| ())
@@ -393,23 +329,11 @@ impl Config {
     }
 }
 
-fn setting_value(kind: Kind, text: &str) -> toml::Value {
-    match kind {
-        Kind::Text => toml::Value::String(text.to_owned()),
-        Kind::List => toml::Value::Array(
-            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
-        ),
-        Kind::Value => format!("v = {text}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(text.to_owned())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -442,9 +366,9 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let err = Config::load(None, &env(&[("PUSHGATE_HEARTBEAT", "soon")]), &[]).unwrap_err();
-        assert!(matches!(err, ConfigError::Setting { .. }), "{err}");
+        assert!(matches!(err, ConfigError::Settings(SettingsError::Setting { .. })), "{err}");
         let err = Config::load(None, &env(&[]), &[("nonsense".into(), "1".into())]).unwrap_err();
-        assert!(matches!(err, ConfigError::UnknownSetting(_)));
+        assert!(matches!(err, ConfigError::Settings(SettingsError::UnknownSetting(_))));
     }
 
     #[test]

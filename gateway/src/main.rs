@@ -76,13 +76,7 @@ impl Settings {
                 overrides.push((key.to_owned(), value.clone()));
             }
         }
-        for pair in &self.set {
-            let (key, value) = pair.split_once('=').ok_or_else(|| pushgate_gateway::ConfigError::Setting {
-                key: pair.clone(),
-                message: "expected KEY=VALUE".into(),
-            })?;
-            overrides.push((key.trim().to_owned(), value.to_owned()));
-        }
+        overrides.extend(pushgate_dispatcher::settings::parse_overrides(&self.set)?);
         Config::load(self.config.as_deref(), &pushgate_gateway::config::ProcessEnv, &overrides)
     }
 }

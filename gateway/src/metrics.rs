@@ -1,11 +1,9 @@
-//! The gateway's metrics: every name in one place (all start with `pushgate_`), the Prometheus
-//! recorder behind `/metrics`, and pre-registered handles for the hot paths so that delivering a
-//! frame does not look a metric up by name.
-
-use std::{sync::OnceLock, time::Duration};
+//! The gateway's metrics: every name in one place (all start with `pushgate_`) and
+//! pre-registered handles for the hot paths, so that delivering a frame does not look a metric up
+//! by name. The recorder behind `/metrics` is installed by `pushgate_dispatcher::telemetry`.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+pub use pushgate_dispatcher::telemetry::{install_metrics as install, upkeep};
 use pushgate_protocol::CloseCode;
 
 pub const SESSIONS: &str = "pushgate_sessions";
@@ -28,41 +26,6 @@ pub const ACCEPT_ERRORS: &str = "pushgate_accept_errors_total";
 pub const DRAINING: &str = "pushgate_draining";
 pub const HANDSHAKE_SECONDS: &str = "pushgate_handshake_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "pushgate_delivery_latency_seconds";
-
-/// Latency buckets from 100 µs to 10 s: deliveries on one node take well under a millisecond;
-/// the upper buckets catch slow consumers and overload.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the Prometheus recorder once per process and returns its handle.
-pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder was installed first; then /metrics stays empty
-            // rather than taking the process down.
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed");
-            }
-            handle
-        })
-        .clone()
-}
-
-/// Keeps histograms bounded between scrapes.
-pub async fn upkeep(handle: PrometheusHandle, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        handle.run_upkeep();
-    }
-}
 
 /// Handles for the counters the per-session paths touch.
 #[derive(Clone)]
