@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 use pushgate_protocol::{DeviceId, UserId};
 use tokio::sync::Notify;
 
+use pushgate_protocol::cluster::EventBatch;
+
 use crate::store::{Ack, SessionEvent, Store, StoreError};
 
 /// Session events kept while the store is unreachable; beyond this the oldest are dropped
@@ -53,39 +55,60 @@ impl Bookkeeping {
         self.wake.notify_one();
     }
 
-    /// Writes what is pending. On failure it stays pending for the next flush.
-    pub async fn flush<S: Store>(&self, store: &S) -> Result<(), StoreError> {
-        let acks: Vec<Ack> = std::mem::take(&mut *self.acks.lock())
+    /// Takes what is pending (to write it somewhere); hand it back with [`restore`](Self::restore)
+    /// if writing failed.
+    pub fn take(&self) -> EventBatch {
+        let acks = std::mem::take(&mut *self.acks.lock())
             .into_iter()
             .map(|((user, device), seq)| Ack { user, device, seq })
             .collect();
-        if !acks.is_empty()
-            && let Err(e) = store.save_acks(&acks, pushgate_protocol::now_ms()).await
-        {
-            for ack in &acks {
-                self.ack(&ack.user, ack.device.as_ref(), ack.seq);
-            }
-            return Err(e);
+        EventBatch { acks, sessions: std::mem::take(&mut *self.events.lock()) }
+    }
+
+    /// Puts back what could not be written, ahead of anything recorded since.
+    pub fn restore(&self, batch: EventBatch) {
+        for ack in &batch.acks {
+            self.ack(&ack.user, ack.device.as_ref(), ack.seq);
         }
-        let events = std::mem::take(&mut *self.events.lock());
-        if !events.is_empty()
-            && let Err(e) = store.log_sessions(&events).await
-        {
-            let mut pending = self.events.lock();
-            let newer = std::mem::replace(&mut *pending, events);
-            pending.extend(newer);
+        let mut pending = self.events.lock();
+        let newer = std::mem::replace(&mut *pending, batch.sessions);
+        pending.extend(newer);
+        let excess = pending.len().saturating_sub(MAX_PENDING_EVENTS);
+        if excess > 0 {
+            pending.drain(..excess);
+            counter!(EVENTS_DROPPED).increment(excess as u64);
+        }
+    }
+
+    /// Writes what is pending to the store. On failure it stays pending for the next flush.
+    pub async fn flush<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+        let batch = self.take();
+        if batch.acks.is_empty() && batch.sessions.is_empty() {
+            return Ok(());
+        }
+        let written = async {
+            store.save_acks(&batch.acks, pushgate_protocol::now_ms()).await?;
+            store.log_sessions(&batch.sessions).await
+        };
+        if let Err(e) = written.await {
+            self.restore(batch);
             return Err(e);
         }
         Ok(())
     }
 
+    /// Waits until a flush is due: every `every`, or sooner when asked.
+    pub async fn due(&self, every: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = self.wake.notified() => {}
+        }
+    }
+
     /// Flushes every `every`, or sooner when asked; runs until the task is dropped.
     pub async fn run<S: Store>(self: Arc<Self>, store: S, every: Duration) {
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = self.wake.notified() => {}
-            }
+            self.due(every).await;
             if let Err(e) = self.flush(&store).await {
                 tracing::warn!(error = %e, "writing acks and session events failed; will retry");
             }

@@ -8,13 +8,42 @@
 //!   hears that it was accepted;
 //! - [`bookkeeping`]: acks and session events gathered in memory and written in batches, and the
 //!   purge of expired rows;
-//! - [`settings`]: the configuration layers both binaries read; [`telemetry`]: logs and metrics.
+//! - [`amqp`], [`topology`]: RabbitMQ as an actor with reconnects, and what is declared on it;
+//! - [`presence`]: the Redis presence directory; [`bus`]: channel and broadcast fan-out over
+//!   Redis pub/sub;
+//! - [`router`]: the dispatcher's ingest — validate, store, route, ack; [`events`]: acks and
+//!   session events from gateways into MySQL, lifecycle events out to backends;
+//! - [`service`]: the dispatcher process (config, start, admin listener);
+//! - [`settings`]: the configuration layers both binaries read; [`telemetry`]: logs and metrics;
+//!   [`backoff`]: jittered exponential backoff for every reconnect loop.
 
+pub mod amqp;
+pub mod backoff;
 pub mod bookkeeping;
+pub mod bus;
+pub mod events;
 pub mod ingest;
 pub mod message;
+pub mod presence;
+pub mod router;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod topology;
 
 pub use message::Message;
+
+/// A URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

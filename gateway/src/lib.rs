@@ -123,7 +123,7 @@ pub async fn start(config: Config, listeners: Listeners, socket_budget: u64) -> 
     let prometheus = metrics::install();
     let durable = durable::Durable::open(&config)
         .await
-        .map_err(|source| StartError::Store { url: redact(&config.store_url()), source })?;
+        .map_err(|source| StartError::Store { url: pushgate_dispatcher::redact(&config.store_url()), source })?;
     let node = Node::new(config, node_id, auth, durable, max_connections, overflow);
     ::metrics::gauge!(metrics::CONNECTION_LIMIT).set(max_connections as f64);
     ::metrics::gauge!(metrics::DRAINING).set(0.0);
@@ -174,19 +174,5 @@ impl Gateway {
     /// Stops accepting and serving at once (tests, fatal errors); sessions are dropped.
     pub fn stop(&self) {
         self.stop.cancel();
-    }
-}
-
-/// A URL without its password, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }

@@ -173,7 +173,7 @@ async fn run_client(
     let ending = ended.ending;
     node.metrics.closed(ending.server_code, ending.client_code);
     let code = ending.server_code.map(CloseCode::as_u16).or(ending.client_code).unwrap_or(1006);
-    node.durable.book.session_event(event(SessionEventKind::Close(code)));
+    node.durable.book.session_event(event(SessionEventKind::Close { code }));
     if ended.acked {
         node.durable.book.flush_soon();
     }

@@ -1,33 +1,56 @@
-//! `pushgate-loadtest` as a library: opens, holds and measures many pushgate sessions.
+//! `pushgate-loadtest` as a library: opens, holds and measures many pushgate sessions, publishes
+//! load, and reports.
 //!
 //! Layout:
-//! - [`hold`]: the orchestrator — spawns worker processes (each under the per-process file
-//!   limit, each on its own source address), publishes broadcasts, samples the gateway's memory,
-//!   and reports;
-//! - [`worker`]: one worker process — opens its share of sessions at the ramp rate, keeps them
-//!   alive, timestamps deliveries, and reports JSON lines on stdout;
-//! - [`durable`]: store throughput, publish → receive latency of durable messages, replay speed;
-//! - [`watch`]: a command-line client that prints every frame and sends what you type;
-//! - [`stats`]: percentiles and process figures (RSS, CPU).
+//! - [`scenario`]: the scenarios users run — `soak` (alias `hold`), `fanout`, `publish`, `storm`;
+//! - [`args`]: their command-line options and validation; [`plan`]: how sessions are spread over
+//!   worker processes, source addresses and gateway nodes, and which processes are the gateways;
+//! - [`fleet`]: the orchestrator side — spawns worker processes, merges what they report, sends
+//!   them commands, samples the gateways' RSS and CPU into a timeline;
+//! - [`worker`]: one worker process — opens its share of sessions at the ramp rate, holds them,
+//!   checks durable `seq`s, timestamps deliveries, reports JSON lines ([`wire`]);
+//! - [`publisher`]: paced publishing over HTTP (`POST /v1/publish`) or AMQP (publisher confirms);
+//! - [`report`]: the JSON report, verdict and human summary; [`html`]: the HTML report with
+//!   inline SVG plots; [`progress`]: progress bars while it runs;
+//! - [`seq`]: durable `seq` bookkeeping; [`stats`]: histograms, percentiles, `/proc` figures;
+//! - [`durable`]: store throughput, durable publish → receive latency, replay speed;
+//! - [`watch`]: a command-line client that prints every frame and sends what you type.
 
+pub mod args;
 pub mod durable;
-pub mod hold;
+pub mod fleet;
+pub mod html;
+pub mod plan;
+pub mod progress;
+pub mod publisher;
+pub mod report;
+pub mod scenario;
+pub mod seq;
 pub mod stats;
 pub mod watch;
+pub mod wire;
 pub mod worker;
 
-/// Mints session tokens for load users with the gateway's secret.
-pub fn token_minter(secret: &str) -> impl Fn(&str) -> String + use<> {
+/// Mints a session token for a user.
+pub type Minter = Box<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Mints session tokens for load users with the gateway's secret, valid for a day.
+pub fn token_minter(secret: &str) -> Minter {
+    token_minter_ttl(secret, 24 * 3600)
+}
+
+/// Mints session tokens (allowed every channel) valid for `ttl_s` seconds.
+pub fn token_minter_ttl(secret: &str, ttl_s: u64) -> Minter {
     let auth = pushgate_gateway::auth::Auth::new(secret.as_bytes(), std::time::Duration::ZERO);
-    move |user: &str| {
+    Box::new(move |user: &str| {
         let claims = pushgate_protocol::SessionClaims {
             sub: pushgate_protocol::UserId::new(user).expect("load user ids are valid"),
-            exp: pushgate_protocol::now_ms() / 1000 + 24 * 3600,
+            exp: pushgate_protocol::now_ms() / 1000 + ttl_s,
             dev: None,
             chs: vec![pushgate_protocol::ChannelPattern::parse("*").expect("valid pattern")],
         };
         auth.mint_session(&claims)
-    }
+    })
 }
 
 /// Microseconds since the Unix epoch: the clock both sides of a latency measurement share

@@ -1,13 +1,14 @@
-//! `pushgate-loadtest`: `hold` opens and holds many sessions over worker processes and measures
-//! them; `watch` is a command-line client; `worker` is what `hold` spawns.
+//! `pushgate-loadtest`: long-connection soak tests and load for pushgate — `soak` (alias `hold`),
+//! `fanout`, `publish`, `storm`; the durable-path measurements `store`, `latency`, `replay`;
+//! `watch`, a command-line client; and `worker`, what the scenarios spawn.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pushgate_loadtest::{durable, hold, watch, worker};
+use pushgate_loadtest::{args, durable, scenario, watch, worker};
 
 #[derive(Parser)]
-#[command(name = "pushgate-loadtest", version, about = "Open, hold and measure many pushgate sessions")]
+#[command(name = "pushgate-loadtest", version, about = "Open, hold and measure many pushgate sessions; publish load")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,8 +16,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Open N sessions over several processes, hold them, time broadcasts, sample gateway memory.
-    Hold(hold::HoldArgs),
+    /// Hold N sessions for a duration (heartbeats answered), optionally with a durable stream to
+    /// random held users and periodic broadcasts; count unexpected closes and lost messages.
+    #[command(alias = "hold")]
+    Soak(args::SoakArgs),
+    /// Delivery latency of broadcasts, channel messages and user-targeted messages.
+    Fanout(args::FanoutArgs),
+    /// Publish load over HTTP or AMQP at a set rate, optionally to held sessions.
+    Publish(args::PublishScenarioArgs),
+    /// Reconnect storm: take K held sessions down at once, time their return and resume.
+    Storm(args::StormArgs),
     /// Durable messages per second into a store, through the batched write path.
     Store(durable::StoreArgs),
     /// Publish → receive latency of durable messages at a steady HTTP publish rate.
@@ -25,9 +34,9 @@ enum Command {
     Replay(durable::ReplayArgs),
     /// Connect one session, print every frame, send what you type.
     Watch(watch::WatchArgs),
-    /// (internal) One worker process of `hold`.
+    /// (internal) One worker process of the scenarios: its spec and commands on stdin.
     #[command(hide = true)]
-    Worker(worker::WorkerArgs),
+    Worker,
 }
 
 fn main() -> ExitCode {
@@ -41,18 +50,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Hold(args) => {
-                let report = hold::run(args).await?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                Ok(report.held())
-            }
+            Command::Soak(args) => scenario::soak(args).await.map(|r| r.passed),
+            Command::Fanout(args) => scenario::fanout(args).await.map(|r| r.passed),
+            Command::Publish(args) => scenario::publish(args).await.map(|r| r.passed),
+            Command::Storm(args) => scenario::storm(args).await.map(|r| r.passed),
             Command::Store(args) => print(durable::store(args).await),
             Command::Latency(args) => print(durable::latency(args).await),
             Command::Replay(args) => print(durable::replay(args).await),
             Command::Watch(args) => watch::run(args).await.map(|()| true),
-            Command::Worker(args) => worker::run(args).await.map(|()| true),
+            Command::Worker => worker::run().await.map(|()| true),
         }
     });
+    // Workers and connections still around end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {

@@ -9,7 +9,8 @@
 //! - [`client`]: client frames (`subscribe`, `unsubscribe`, `ack`, `ping`) decoded with precise errors;
 //! - [`server`]: server frames (`welcome`, `message`, …) encoded into shareable `Bytes`;
 //! - [`envelope`]: the publish envelope shared by AMQP and HTTP, validated field by field;
-//! - [`close`]: the close codes of §4.
+//! - [`close`]: the close codes of §4;
+//! - [`cluster`]: the internal wire between gateways and dispatchers (names and bodies).
 //!
 //! Every decoder here takes untrusted bytes and returns a typed error instead of panicking; each
 //! has a fuzz target under `protocol/fuzz/`.
@@ -17,6 +18,7 @@
 pub mod claims;
 pub mod client;
 pub mod close;
+pub mod cluster;
 pub mod envelope;
 pub mod handshake;
 pub mod ids;

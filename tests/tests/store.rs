@@ -102,7 +102,8 @@ async fn publisher_ids_are_stored_once_within_the_window(kind: &str) {
     let first = f.store.append(&[keyed(1), keyed(2)], now, DAY).await.unwrap();
     assert!(!first[0].duplicate && first[1].duplicate, "the second in the same batch is a duplicate");
     let again = f.store.append(&[keyed(3)], now + 1000, DAY).await.unwrap();
-    assert!(again[0].duplicate && again[0].seqs.is_empty());
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].seqs, first[0].seqs, "a duplicate carries the first copy's seqs");
     assert_eq!(f.store.inbox("u", 0, None, 10, now).await.unwrap().len(), 1);
     // After the window the id may be used again.
     let later = f.store.append(&[keyed(4)], now + DAY.as_millis() as u64 + 1000, DAY).await.unwrap();
@@ -206,7 +207,10 @@ async fn the_session_log_records_opens_and_closes(kind: &str) {
         user: UserId::new("u").unwrap(),
         device: Some(DeviceId::new("d").unwrap()),
     };
-    f.store.log_sessions(&[event(SessionEventKind::Open), event(SessionEventKind::Close(4001))]).await.unwrap();
+    f.store
+        .log_sessions(&[event(SessionEventKind::Open), event(SessionEventKind::Close { code: 4001 })])
+        .await
+        .unwrap();
     let purged = f.store.purge(now_ms(), 0, now_ms() + 1).await.unwrap();
     assert_eq!(purged.session_log, 2, "both lines were written (and are purged once old)");
 }

@@ -11,7 +11,8 @@ mod sqlite;
 use std::{collections::HashMap, future::Future, time::Duration};
 
 pub use mysql::MysqlStore;
-use pushgate_protocol::{DeviceId, Target, UserId};
+pub use pushgate_protocol::cluster::{Ack, SessionEvent, SessionEventKind};
+use pushgate_protocol::{Target, UserId};
 use serde_json::value::RawValue;
 pub use sqlite::SqliteStore;
 use uuid::Uuid;
@@ -54,11 +55,15 @@ impl StoreError {
 pub struct Appended {
     /// The message id (the publisher's, or the one assigned at ingest).
     pub id: String,
-    /// Already stored within the idempotency window: not stored or delivered again.
+    /// Already stored within the idempotency window: not stored again.
     pub duplicate: bool,
-    /// The `seq` each receiver got, in the envelope's order.
+    /// The `seq` each receiver got, in the envelope's order — for a duplicate, the ones the first
+    /// copy got (still in the inbox), so that a redelivered message can be routed again.
     pub seqs: Vec<(UserId, u64)>,
 }
+
+/// Ids already stored within the idempotency window, with the seqs their receivers got.
+pub(crate) type Seen = HashMap<String, Vec<(UserId, u64)>>;
 
 /// One inbox row, ready to become a `message` frame.
 #[derive(Debug, Clone)]
@@ -85,48 +90,6 @@ impl Cursors {
     /// the user's.
     pub fn resume_from(&self, last_seq: Option<u64>) -> u64 {
         last_seq.or(self.device).unwrap_or(self.user_acked)
-    }
-}
-
-/// A cumulative ack to record: device cursor (when the session has a device) and user cursor.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Ack {
-    pub user: UserId,
-    pub device: Option<DeviceId>,
-    pub seq: u64,
-}
-
-/// One line of the session log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionEvent {
-    pub at_ms: u64,
-    pub kind: SessionEventKind,
-    pub session: String,
-    pub node: String,
-    pub user: UserId,
-    pub device: Option<DeviceId>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionEventKind {
-    Open,
-    /// Closed with this code (1006 when the connection just ended).
-    Close(u16),
-}
-
-impl SessionEventKind {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Close(_) => "close",
-        }
-    }
-
-    fn code(self) -> Option<i32> {
-        match self {
-            Self::Open => None,
-            Self::Close(code) => Some(i32::from(code)),
-        }
     }
 }
 
@@ -174,6 +137,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends session lifecycle events to the session log.
     fn log_sessions(&self, events: &[SessionEvent]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Checks the connection (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes expired inbox rows and messages, idempotency keys older than
     /// `idempotency_before_ms`, and session log lines older than `log_before_ms`.
@@ -251,6 +217,10 @@ impl Store for AnyStore {
     async fn purge(&self, now_ms: u64, idempotency_before_ms: u64, log_before_ms: u64) -> Result<Purged, StoreError> {
         delegate!(self, s => s.purge(now_ms, idempotency_before_ms, log_before_ms))
     }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.ping())
+    }
 }
 
 // -------------------------------------------------------------------------------------------
@@ -305,15 +275,21 @@ pub(crate) fn receivers(batch: &[Message]) -> Vec<&str> {
 
 /// Decides the rows of an append: `seen` holds ids already stored within the window, `heads`
 /// each receiver's current last seq (absent: 0).
-pub(crate) fn plan<'a>(batch: &'a [Message], seen: &HashMap<String, ()>, mut heads: HashMap<&'a str, i64>) -> Plan<'a> {
+pub(crate) fn plan<'a>(batch: &'a [Message], seen: &Seen, mut heads: HashMap<&'a str, i64>) -> Plan<'a> {
     let mut plan = Plan::default();
-    let mut in_batch: HashMap<&str, ()> = HashMap::new();
+    // Keyed ids of this batch → the index of their first result.
+    let mut in_batch: HashMap<&str, usize> = HashMap::new();
     for message in batch {
-        let duplicate =
-            message.keyed && (seen.contains_key(&message.id) || in_batch.insert(message.id.as_str(), ()).is_some());
-        if duplicate {
-            plan.results.push(Appended { id: message.id.clone(), duplicate: true, seqs: Vec::new() });
-            continue;
+        if message.keyed {
+            let earlier = seen
+                .get(&message.id)
+                .cloned()
+                .or_else(|| in_batch.get(message.id.as_str()).map(|&i| plan.results[i].seqs.clone()));
+            if let Some(seqs) = earlier {
+                plan.results.push(Appended { id: message.id.clone(), duplicate: true, seqs });
+                continue;
+            }
+            in_batch.insert(message.id.as_str(), plan.results.len());
         }
         let key = Uuid::now_v7();
         let expires_at = (message.ts + message.ttl_s.saturating_mul(1000)).min(i64::MAX as u64) as i64;
@@ -356,6 +332,16 @@ pub(crate) struct MergedAcks<'a> {
 }
 
 /// Merges acks: the highest seq per (user, device), and per user.
+/// Groups (message key, user, seq) rows into the seqs of each message key.
+pub(crate) fn seqs_by_key(rows: Vec<(Uuid, String, i64)>) -> Result<HashMap<Uuid, Vec<(UserId, u64)>>, StoreError> {
+    let mut by_key: HashMap<Uuid, Vec<(UserId, u64)>> = HashMap::new();
+    for (key, user, seq) in rows {
+        let user = UserId::new(&user).map_err(|e| StoreError::Corrupt(format!("user id in inbox {e}")))?;
+        by_key.entry(key).or_default().push((user, seq as u64));
+    }
+    Ok(by_key)
+}
+
 pub(crate) fn merge_acks(acks: &[Ack]) -> MergedAcks<'_> {
     let mut devices: HashMap<(&str, &str), i64> = HashMap::new();
     let mut users: HashMap<&str, i64> = HashMap::new();
@@ -382,7 +368,7 @@ fn entry(seq: i64, id: String, ts: i64, data: String) -> Result<InboxEntry, Stor
 
 #[cfg(test)]
 mod tests {
-    use pushgate_protocol::{Envelope, EnvelopeLimits};
+    use pushgate_protocol::{DeviceId, Envelope, EnvelopeLimits};
 
     use super::*;
 
@@ -398,12 +384,14 @@ mod tests {
             message(r#"{"id":"a","to":{"users":["u1"]},"data":3}"#),
             message(r#"{"id":"old","to":{"users":["u1"]},"data":4}"#),
         ];
-        let seen = HashMap::from([("old".to_owned(), ())]);
+        let seen = HashMap::from([("old".to_owned(), vec![(UserId::new("u1").unwrap(), 7)])]);
         let heads = HashMap::from([("u1", 41)]);
         let plan = plan(&batch, &seen, heads);
         let seqs: Vec<Vec<(String, u64)>> =
             plan.results.iter().map(|r| r.seqs.iter().map(|(u, s)| (u.to_string(), *s)).collect()).collect();
-        assert_eq!(seqs, vec![vec![("u1".into(), 42), ("u2".into(), 1)], vec![("u1".into(), 43)], vec![], vec![]]);
+        // Duplicates carry the seqs of the first copy, so a redelivery can be routed again.
+        let first = vec![("u1".to_owned(), 42), ("u2".to_owned(), 1)];
+        assert_eq!(seqs, vec![first.clone(), vec![("u1".into(), 43)], first, vec![("u1".into(), 7)]]);
         assert_eq!(plan.results.iter().map(|r| r.duplicate).collect::<Vec<_>>(), vec![false, false, true, true]);
         assert_eq!(plan.messages.len(), 2);
         assert_eq!(plan.keys.len(), 2);

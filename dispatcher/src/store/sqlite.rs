@@ -9,9 +9,11 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+use uuid::Uuid;
+
 use super::{
-    Ack, AnyStore, Appended, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, SessionEvent, Store,
-    StoreError, entry, keyed_ids, merge_acks, plan, receivers, to_i64,
+    Ack, AnyStore, Appended, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent,
+    Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -54,10 +56,11 @@ impl Store for SqliteStore {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
 
         let ids = keyed_ids(batch);
-        let mut seen = HashMap::new();
+        // Publisher ids already stored within the window, and the seqs their receivers got.
+        let mut seen_keys: Vec<(String, Uuid)> = Vec::new();
         let since = to_i64(now_ms.saturating_sub(window.as_millis() as u64));
         for chunk in ids.chunks(INSERT_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT msg_id FROM idempotency WHERE created_at >= ");
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT msg_id, message FROM idempotency WHERE created_at >= ");
             q.push_bind(since).push(" AND msg_id IN (");
             let mut list = q.separated(", ");
             chunk.iter().for_each(|id| {
@@ -65,9 +68,23 @@ impl Store for SqliteStore {
             });
             q.push(")");
             for row in q.build().fetch_all(&mut *tx).await? {
-                seen.insert(row.try_get::<String, _>(0)?, ());
+                seen_keys.push((row.try_get::<String, _>(0)?, row.try_get(1)?));
             }
         }
+        let mut rows = Vec::new();
+        for chunk in seen_keys.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT message, user_id, seq FROM inbox WHERE message IN (");
+            let mut list = q.separated(", ");
+            chunk.iter().for_each(|(_, key)| {
+                list.push_bind(*key);
+            });
+            q.push(") ORDER BY seq");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                rows.push((row.try_get(0)?, row.try_get::<String, _>(1)?, row.try_get(2)?));
+            }
+        }
+        let mut by_key = seqs_by_key(rows)?;
+        let seen: Seen = seen_keys.into_iter().map(|(id, key)| (id, by_key.remove(&key).unwrap_or_default())).collect();
 
         let users = receivers(batch);
         let mut heads: HashMap<&str, i64> = HashMap::new();
@@ -219,12 +236,17 @@ impl Store for SqliteStore {
                     .push_bind(&e.node)
                     .push_bind(e.user.as_str())
                     .push_bind(e.device.as_ref().map(|d| d.as_str()))
-                    .push_bind(e.kind.code());
+                    .push_bind(e.kind.code().map(i32::from));
             })
             .build()
             .execute(&mut *conn)
             .await?;
         }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
     }
 
