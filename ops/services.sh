@@ -45,11 +45,18 @@ ensure_redis() {
 }
 
 ensure_rabbitmq() {
-  port_open 5672 && return 0
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
-  log "starting RabbitMQ"
-  rabbitmq-server -detached
-  wait_port RabbitMQ 5672 120
+  if ! port_open 5672; then
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    log "starting RabbitMQ"
+    rabbitmq-server -detached
+    wait_port RabbitMQ 5672 120
+    rabbitmqctl await_startup >/dev/null
+  fi
+  # Ingest partitioning uses the consistent-hash exchange (ships with RabbitMQ, off by default).
+  if ! rabbitmq-plugins is_enabled rabbitmq_consistent_hash_exchange >/dev/null 2>&1; then
+    log "enabling rabbitmq_consistent_hash_exchange"
+    rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null
+  fi
 }
 
 case "${1:-all}" in

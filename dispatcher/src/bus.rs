@@ -6,7 +6,7 @@
 //! channels, and on every reconnect subscribes to all of them again. Messages published while it
 //! was disconnected are lost — channel and broadcast messages are best effort (SPEC §6).
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use futures_util::StreamExt;
 use pushgate_protocol::{
@@ -41,9 +41,20 @@ pub enum BusEvent {
     Connected,
 }
 
+/// Runs once the node is subscribed to a channel (to answer the client's `subscribe`).
+pub type OnSubscribed = Box<dyn FnOnce() + Send>;
+
 enum Command {
-    Subscribe(ChannelName),
+    Subscribe(ChannelName, Option<OnSubscribed>),
+    /// Runs the callback once the channel's subscription is in place.
+    Confirm(ChannelName, OnSubscribed),
     Unsubscribe(ChannelName),
+}
+
+/// A wanted channel: subscribed on the current connection, or waiting for it.
+enum Wanted {
+    Active,
+    Pending(Vec<OnSubscribed>),
 }
 
 /// A handle to the subscriber actor.
@@ -55,7 +66,8 @@ pub struct Subscriber {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Subscribe(c) => write!(f, "Subscribe({c})"),
+            Self::Subscribe(c, _) => write!(f, "Subscribe({c})"),
+            Self::Confirm(c, _) => write!(f, "Confirm({c})"),
             Self::Unsubscribe(c) => write!(f, "Unsubscribe({c})"),
         }
     }
@@ -71,9 +83,16 @@ impl Subscriber {
         (Self { commands }, out)
     }
 
-    /// Starts listening to `channel` (its first local subscriber arrived).
-    pub fn subscribe(&self, channel: ChannelName) {
-        let _ = self.commands.send(Command::Subscribe(channel));
+    /// Starts listening to `channel` (its first local subscriber arrived); `then` runs once
+    /// Redis has confirmed the subscription.
+    pub fn subscribe(&self, channel: ChannelName, then: Option<OnSubscribed>) {
+        let _ = self.commands.send(Command::Subscribe(channel, then));
+    }
+
+    /// Runs `then` once the node's subscription to `channel` is in place (another local
+    /// subscriber may have asked for it a moment ago).
+    pub fn confirm(&self, channel: ChannelName, then: OnSubscribed) {
+        let _ = self.commands.send(Command::Confirm(channel, then));
     }
 
     /// Stops listening to `channel` (its last local subscriber left).
@@ -83,15 +102,16 @@ impl Subscriber {
 }
 
 async fn own(url: String, keys: Keys, mut commands: mpsc::UnboundedReceiver<Command>, events: mpsc::Sender<BusEvent>) {
-    let mut wanted: HashSet<ChannelName> = HashSet::new();
+    let mut wanted: HashMap<ChannelName, Wanted> = HashMap::new();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
+        let channels: Vec<ChannelName> = wanted.keys().cloned().collect();
         let connected = async {
             let client = redis::Client::open(url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(keys.all()).await?;
             pubsub.subscribe(keys.control()).await?;
-            for channel in &wanted {
+            for channel in &channels {
                 pubsub.subscribe(keys.channel(channel)).await?;
             }
             redis::RedisResult::Ok(pubsub)
@@ -110,6 +130,11 @@ async fn own(url: String, keys: Keys, mut commands: mpsc::UnboundedReceiver<Comm
             }
         };
         backoff.reset();
+        for state in wanted.values_mut() {
+            if let Wanted::Pending(waiting) = std::mem::replace(state, Wanted::Active) {
+                waiting.into_iter().for_each(|then| then());
+            }
+        }
         if events.send(BusEvent::Connected).await.is_err() {
             return;
         }
@@ -119,14 +144,33 @@ async fn own(url: String, keys: Keys, mut commands: mpsc::UnboundedReceiver<Comm
                 command = commands.recv() => {
                     let Some(command) = command else { return };
                     let result = match command {
-                        Command::Subscribe(channel) => {
+                        Command::Subscribe(channel, then) => {
                             let topic = keys.channel(&channel);
-                            wanted.insert(channel);
-                            sink.subscribe(topic).await
+                            let waiting = match wanted.remove(&channel) {
+                                Some(Wanted::Pending(waiting)) => waiting,
+                                _ => Vec::new(),
+                            };
+                            wanted.insert(channel.clone(), Wanted::Pending(waiting.into_iter().chain(then).collect()));
+                            let result = sink.subscribe(topic).await;
+                            if result.is_ok()
+                                && let Some(Wanted::Pending(waiting)) = wanted.insert(channel, Wanted::Active)
+                            {
+                                waiting.into_iter().for_each(|then| then());
+                            }
+                            result
+                        }
+                        Command::Confirm(channel, then) => {
+                            match wanted.get_mut(&channel) {
+                                Some(Wanted::Pending(waiting)) => waiting.push(then),
+                                _ => then(),
+                            }
+                            Ok(())
                         }
                         Command::Unsubscribe(channel) => {
                             let topic = keys.channel(&channel);
-                            wanted.remove(&channel);
+                            if let Some(Wanted::Pending(waiting)) = wanted.remove(&channel) {
+                                waiting.into_iter().for_each(|then| then());
+                            }
                             sink.unsubscribe(topic).await
                         }
                     };
@@ -154,6 +198,12 @@ async fn own(url: String, keys: Keys, mut commands: mpsc::UnboundedReceiver<Comm
                         None => tracing::warn!(topic = %message.get_channel_name(), "dropping a malformed bus message"),
                     }
                 }
+            }
+        }
+        // Until the next connection, every wanted channel waits again.
+        for state in wanted.values_mut() {
+            if matches!(state, Wanted::Active) {
+                *state = Wanted::Pending(Vec::new());
             }
         }
         backoff.wait().await;

@@ -220,7 +220,7 @@ impl Directory {
             .filter_map(|(session, value)| serde_json::from_str::<Seat>(&value).ok().map(|seat| (session, seat)))
             .filter(|(_, seat)| live.contains(&seat.node))
             .collect();
-        seats.sort_by(|a, b| a.1.since.cmp(&b.1.since));
+        seats.sort_by_key(|(_, seat)| seat.since);
         Ok(seats)
     }
 

@@ -27,7 +27,7 @@ use crate::{
     backoff::Backoff,
     bus,
     presence::Directory,
-    store::{AnyStore, Appended, Store, StoreError},
+    store::{AnyStore, Appended, Store},
     topology,
 };
 
@@ -281,7 +281,7 @@ impl Router {
         loop {
             match self.store.append(&owned, now_ms(), window).await {
                 Ok(appended) => return Some(appended.into_iter().map(Ok).collect()),
-                Err(e) if e.is_transient() || matches!(e, StoreError::Database(sqlx::Error::Io(_))) => {
+                Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "storing a batch failed; retrying");
                     tokio::select! {
                         () = backoff.wait() => {}

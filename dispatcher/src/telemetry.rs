@@ -17,7 +17,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Installs the global `tracing` subscriber (a second call is a no-op).
 pub fn init_logging(filter: &str, json: bool) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 

@@ -136,10 +136,23 @@ async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<AdminState>) -> Response {
-    if state.node.lifecycle.is_draining() {
+    let node = &state.node;
+    if node.lifecycle.is_draining() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "node is draining").into_response();
     }
-    Json(json!({ "status": "ready", "sessions": state.node.registry.len() })).into_response()
+    if !node.backends_up() {
+        let down: Vec<&str> = [
+            ("store", !node.durable.store_up()),
+            ("amqp", node.cluster.as_ref().is_some_and(|c| !c.amqp.is_up())),
+            ("redis", node.cluster.as_ref().is_some_and(|c| !c.redis_up.load(std::sync::atomic::Ordering::Relaxed))),
+        ]
+        .into_iter()
+        .filter_map(|(name, down)| down.then_some(name))
+        .collect();
+        let message = format!("backend down: {}", down.join(", "));
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backend_down", message).into_response();
+    }
+    Json(json!({ "status": "ready", "sessions": node.registry.len() })).into_response()
 }
 
 async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -179,6 +192,19 @@ async fn presence(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = user_param(&user)?;
     let node = &state.node;
+    if let Some(cluster) = &node.cluster {
+        // Across the cluster, from the presence directory.
+        let seats = cluster.directory.seats(user.as_str(), pushgate_protocol::now_ms()).await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backend_down", format!("presence directory: {e}"))
+        })?;
+        let sessions: Vec<_> = seats
+            .iter()
+            .map(|(session, seat)| {
+                json!({ "session": session, "node": seat.node, "device": seat.device, "since": seat.since })
+            })
+            .collect();
+        return Ok(Json(json!({ "user": user.as_str(), "online": !sessions.is_empty(), "sessions": sessions })));
+    }
     let sessions: Vec<_> = node
         .registry
         .user_sessions(user.as_str())
@@ -198,6 +224,20 @@ async fn presence(
 
 async fn disconnect(State(state): State<AdminState>, Path(user): Path<String>) -> Result<Response, ApiError> {
     let user = user_param(&user)?;
+    if let Some(cluster) = &state.node.cluster {
+        // Every node closes the user's sessions when the bus brings it this.
+        let now = pushgate_protocol::now_ms();
+        let unavailable = |e: redis::RedisError| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backend_down", format!("redis: {e}"))
+        };
+        let count = cluster.directory.seats(user.as_str(), now).await.map_err(unavailable)?.len();
+        let mut redis = cluster.directory.redis();
+        let control = pushgate_protocol::cluster::Control::Disconnect { user };
+        pushgate_dispatcher::bus::publish_control(&mut redis, &cluster.directory.keys, &control)
+            .await
+            .map_err(unavailable)?;
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "sessions": count }))).into_response());
+    }
     let sessions = state.node.registry.user_sessions(user.as_str());
     let closed = sessions
         .iter()

@@ -61,6 +61,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("echo_max_message_bytes", Kind::Value),
     ("token_leeway", Kind::Value),
     ("demo_page", Kind::Value),
+    ("cluster_name", Kind::Text),
     ("store_url", Kind::Text),
     ("store_pool_size", Kind::Value),
     ("store_batch_max", Kind::Value),
@@ -158,6 +159,9 @@ pub struct Config {
     /// Serve the demo page at `/` on the client listener. Default: on in standalone mode, off
     /// in cluster mode.
     pub demo_page: Option<bool>,
+    /// Cluster mode: the prefix of Redis keys and channels, shared by the cluster's gateways and
+    /// dispatchers (so several clusters can share one Redis).
+    pub cluster_name: String,
     /// Clock skew allowed when checking a token's `exp`.
     #[serde(with = "humantime_serde")]
     pub token_leeway: Duration,
@@ -225,6 +229,7 @@ impl Default for Config {
             echo_route: false,
             echo_max_message_bytes: 16 * 1024 * 1024,
             demo_page: None,
+            cluster_name: "pushgate".into(),
             token_leeway: Duration::from_secs(30),
             store_url: None,
             store_pool_size: 8,

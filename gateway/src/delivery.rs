@@ -2,15 +2,26 @@
 //! subscribers, or to everyone. The `message` frame is encoded once (once per user when it
 //! carries that user's `seq`) and the same `Bytes` is queued to every receiving session.
 
+use std::borrow::Cow;
+
 use metrics::counter;
-use pushgate_dispatcher::Message;
-use pushgate_protocol::{ChannelName, ServerFrame, Target, UserId};
+use pushgate_protocol::{ChannelName, ServerFrame, UserId};
+use serde_json::value::RawValue;
 
 use crate::{
     metrics::{DELIVERIES, DROPS},
     node::Node,
     session::{Outbound, Pushed, SessionHandle},
 };
+
+/// Who receives a delivery on this node.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// Every device of each user, with the user's `seq` (0: not durable).
+    Users(&'a [(UserId, u64)]),
+    Channel(&'a ChannelName),
+    All,
+}
 
 /// What one delivery did on this node.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,98 +34,82 @@ pub struct Delivered {
     pub overflowed: usize,
 }
 
-/// Pushes one frame to many sessions and keeps count.
-struct Fanout<'a> {
-    node: &'a Node,
-    out: Outbound,
-    channel: Option<&'a ChannelName>,
-    done: Delivered,
-}
-
-impl<'a> Fanout<'a> {
-    fn new(node: &'a Node, out: Outbound, channel: Option<&'a ChannelName>) -> Self {
-        Self { node, out, channel, done: Delivered::default() }
-    }
-
-    fn push(&mut self, session: &SessionHandle) {
-        match session.push(self.out.clone(), self.channel, self.node.outbox_limits) {
-            Pushed::Queued => self.done.queued += 1,
-            Pushed::Dropped => self.done.dropped += 1,
-            Pushed::Overflow => self.done.overflowed += 1,
+impl Delivered {
+    fn count(&mut self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => self.queued += 1,
+            Pushed::Dropped => self.dropped += 1,
+            Pushed::Overflow => self.overflowed += 1,
             Pushed::Closed | Pushed::Deferred => {}
         }
     }
 }
 
-fn message_frame(message: &Message, seq: Option<u64>, channel: Option<&ChannelName>) -> bytes::Bytes {
+/// One message's `id`, `ts` and `data`.
+#[derive(Debug, Clone, Copy)]
+pub struct Content<'a> {
+    pub id: &'a str,
+    pub ts: u64,
+    pub data: &'a RawValue,
+}
+
+fn frame(content: Content<'_>, seq: Option<u64>, channel: Option<&ChannelName>) -> bytes::Bytes {
     ServerFrame::Message {
-        id: message.id.as_str().into(),
-        ts: message.ts,
-        data: std::borrow::Cow::Borrowed(&message.data),
+        id: content.id.into(),
+        ts: content.ts,
+        data: Cow::Borrowed(content.data),
         seq,
         channel: channel.map(|c| c.as_str().into()),
     }
     .encode()
 }
 
-/// Delivers a non-durable message, or a durable one whose users' `seq`s are in `seqs` (the
-/// store assigned them; users missing from `seqs` are skipped).
-pub fn deliver(node: &Node, message: &Message, seqs: Option<&[(UserId, u64)]>) -> Delivered {
+/// Queues a message to its audience on this node.
+pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Delivered {
     let born_ms = node.clock.now_ms();
-    let mut total = Delivered::default();
-    let mut add = |fanout: Fanout<'_>| {
-        total.queued += fanout.done.queued;
-        total.dropped += fanout.done.dropped;
-        total.overflowed += fanout.done.overflowed;
+    let limits = node.outbox_limits;
+    let mut done = Delivered::default();
+    let push_all = |done: &mut Delivered, out: &Outbound, channel: Option<&ChannelName>, session: &SessionHandle| {
+        done.count(session.push(out.clone(), channel, limits));
     };
-    let target = match &message.to {
-        Target::All => {
-            let mut fanout =
-                Fanout::new(node, Outbound { frame: message_frame(message, None, None), seq: 0, born_ms }, None);
-            node.registry.for_each(|s| fanout.push(s));
-            add(fanout);
+    let target = match audience {
+        Audience::All => {
+            let out = Outbound { frame: frame(content, None, None), seq: 0, born_ms };
+            node.registry.for_each(|s| push_all(&mut done, &out, None, s));
             "all"
         }
-        Target::Channel(channel) => {
-            let frame = message_frame(message, None, Some(channel));
-            let mut fanout = Fanout::new(node, Outbound { frame, seq: 0, born_ms }, Some(channel));
-            node.registry.for_channel(channel, |s| fanout.push(s));
-            add(fanout);
+        Audience::Channel(channel) => {
+            let out = Outbound { frame: frame(content, None, Some(channel)), seq: 0, born_ms };
+            node.registry.for_channel(channel, |s| push_all(&mut done, &out, Some(channel), s));
             "channel"
         }
-        Target::Users(users) => {
-            match seqs {
-                Some(seqs) => {
-                    for (user, seq) in seqs {
-                        let sessions = node.registry.user_sessions(user.as_str());
-                        if sessions.is_empty() {
-                            continue;
-                        }
-                        let frame = message_frame(message, Some(*seq), None);
-                        let mut fanout = Fanout::new(node, Outbound { frame, seq: *seq, born_ms }, None);
-                        sessions.iter().for_each(|s| fanout.push(s));
-                        add(fanout);
-                    }
+        Audience::Users(users) => {
+            // Non-durable: one frame for every user; durable: one per user, with its seq.
+            let mut shared: Option<Outbound> = None;
+            for (user, seq) in users {
+                let sessions = node.registry.user_sessions(user.as_str());
+                if sessions.is_empty() {
+                    continue;
                 }
-                None => {
-                    let frame = message_frame(message, None, None);
-                    let mut fanout = Fanout::new(node, Outbound { frame, seq: 0, born_ms }, None);
-                    for user in users {
-                        node.registry.user_sessions(user.as_str()).iter().for_each(|s| fanout.push(s));
-                    }
-                    add(fanout);
-                }
+                let out = if *seq == 0 {
+                    shared
+                        .get_or_insert_with(|| Outbound { frame: frame(content, None, None), seq: 0, born_ms })
+                        .clone()
+                } else {
+                    Outbound { frame: frame(content, Some(*seq), None), seq: *seq, born_ms }
+                };
+                sessions.iter().for_each(|s| push_all(&mut done, &out, None, s));
             }
             "users"
         }
     };
-    node.metrics.outbox_frames.increment(total.queued as f64);
-    counter!(DELIVERIES, "target" => target).increment(total.queued as u64);
-    if total.dropped > 0 {
-        node.metrics.drops_overflow.increment(total.dropped as u64);
+    node.metrics.outbox_frames.increment(done.queued as f64);
+    counter!(DELIVERIES, "target" => target).increment(done.queued as u64);
+    if done.dropped > 0 {
+        node.metrics.drops_overflow.increment(done.dropped as u64);
     }
-    if total.overflowed > 0 {
-        counter!(DROPS, "reason" => "slow_consumer_closed").increment(total.overflowed as u64);
+    if done.overflowed > 0 {
+        counter!(DROPS, "reason" => "slow_consumer_closed").increment(done.overflowed as u64);
     }
-    total
+    done
 }

@@ -5,7 +5,14 @@
 //! Every read goes through one semaphore (`replay_concurrency`), so a reconnect storm of
 //! thousands of sessions queues for a few connections instead of opening a query each.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use pushgate_dispatcher::{
     bookkeeping::{self, Bookkeeping},
@@ -15,7 +22,7 @@ use pushgate_dispatcher::{
 use pushgate_protocol::{DeviceId, UserId, now_ms};
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 
 /// A replay page on its way.
 pub type Fetch = Pin<Box<dyn Future<Output = Result<Vec<InboxEntry>, StoreError>> + Send>>;
@@ -23,43 +30,70 @@ pub type Fetch = Pin<Box<dyn Future<Output = Result<Vec<InboxEntry>, StoreError>
 #[derive(Debug)]
 pub struct Durable {
     pub store: AnyStore,
-    pub ingest: Ingest,
+    /// The batched write path (standalone). In cluster mode the dispatchers write; gateways only
+    /// read, to resume sessions.
+    pub ingest: Option<Ingest>,
+    /// Acks and session events on their way (to the store, or in cluster mode to the
+    /// dispatchers).
     pub book: Arc<Bookkeeping>,
     reads: Semaphore,
     /// Rows per replay page.
     pub page: u32,
+    up: Arc<AtomicBool>,
 }
 
 impl Durable {
-    /// Opens the store (applying migrations) and starts the writer, the ack/event flusher and
-    /// the purge job.
+    /// Opens the store (applying migrations). Standalone: the node's own store (SQLite, or
+    /// `store_url`), with the writer, the ack/event flusher and the purge job. Cluster: MySQL, for
+    /// reads only (the dispatchers write, flush and purge).
     pub async fn open(config: &Config) -> Result<Arc<Self>, StoreError> {
-        if config.store_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        }
-        let store = AnyStore::open(&config.store_url(), config.store_pool_size).await?;
-        let batch = BatchConfig {
-            max_messages: config.store_batch_max,
-            linger: config.store_batch_linger,
-            idempotency_window: config.idempotency_window,
-            ..BatchConfig::default()
+        let cluster_url = match config.mode() {
+            Ok(Mode::Cluster { mysql_url, .. }) => Some(mysql_url),
+            _ => None,
         };
-        let ingest = Ingest::start(store.clone(), batch);
+        let store = match &cluster_url {
+            Some(url) => AnyStore::open(url, config.store_pool_size).await?,
+            None => {
+                if config.store_url.is_none() {
+                    std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                }
+                AnyStore::open(&config.store_url(), config.store_pool_size).await?
+            }
+        };
         let book = Bookkeeping::new();
-        tokio::spawn(book.clone().run(store.clone(), config.ack_flush_interval));
-        tokio::spawn(bookkeeping::run_purge(
-            store.clone(),
-            config.purge_interval,
-            config.idempotency_window,
-            config.session_log_retention,
-        ));
+        let ingest = if cluster_url.is_none() {
+            let batch = BatchConfig {
+                max_messages: config.store_batch_max,
+                linger: config.store_batch_linger,
+                idempotency_window: config.idempotency_window,
+                ..BatchConfig::default()
+            };
+            tokio::spawn(book.clone().run(store.clone(), config.ack_flush_interval));
+            tokio::spawn(bookkeeping::run_purge(
+                store.clone(),
+                config.purge_interval,
+                config.idempotency_window,
+                config.session_log_retention,
+            ));
+            Some(Ingest::start(store.clone(), batch))
+        } else {
+            None
+        };
+        let up = Arc::new(AtomicBool::new(true));
+        tokio::spawn(watch(store.clone(), up.clone()));
         Ok(Arc::new(Self {
             store,
             ingest,
             book,
             reads: Semaphore::new(config.replay_concurrency),
             page: config.replay_page,
+            up,
         }))
+    }
+
+    /// Whether the store answered its last check.
+    pub fn store_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
     }
 
     /// The cursor a session's replay starts after (SPEC §6): `last_seq` from the query if given,
@@ -86,10 +120,21 @@ impl Durable {
         })
     }
 
-    /// Writes pending acks and session events now (drain, shutdown).
+    /// Writes pending acks and session events to the store now (standalone drain, shutdown).
     pub async fn flush(&self) {
         if let Err(e) = self.book.flush(&self.store).await {
             tracing::warn!(error = %e, "final flush of acks and session events failed");
         }
+    }
+}
+
+/// Checks the store every second: readiness and `pushgate_backend_up`.
+async fn watch(store: AnyStore, up: Arc<AtomicBool>) {
+    let backend = store.dialect();
+    loop {
+        let ok = store.ping().await.is_ok();
+        up.store(ok, Ordering::Relaxed);
+        metrics::gauge!(pushgate_dispatcher::amqp::BACKEND_UP, "backend" => backend).set(if ok { 1.0 } else { 0.0 });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

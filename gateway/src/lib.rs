@@ -10,10 +10,12 @@
 //! - [`registry`]: sessions by id, user and channel; [`delivery`]: fan-out to sessions;
 //! - [`heartbeat`]: the wheel that pings and times out sessions; [`drain`]: graceful exit;
 //! - [`admin`]: the admin HTTP API; [`publish`]: publishing; [`pages`]: the demo page;
-//! - [`durable`]: store, write path, acks, inbox reads; [`auth`]: tokens; [`metrics`], [`telemetry`].
+//! - [`durable`]: store, write path, acks, inbox reads; [`cluster`]: presence, node deliveries,
+//!   the bus and events in cluster mode; [`auth`]: tokens; [`metrics`], [`telemetry`].
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod drain;
@@ -58,7 +60,7 @@ impl StartError {
     /// The process exit code: 64 (`EX_USAGE`) for configuration errors, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) | Self::ClusterUnavailable => 64,
+            Self::Config(_) => 64,
             _ => 1,
         }
     }
@@ -101,8 +103,11 @@ pub fn default_node_id() -> String {
 /// Starts a node on `listeners`. `socket_budget` is how many client sockets the file limit
 /// allows (see [`listener::raise_file_limit`]).
 pub async fn start(config: Config, listeners: Listeners, socket_budget: u64) -> Result<Gateway, StartError> {
-    if let Mode::Cluster { .. } = config.mode()? {
-        return Err(StartError::ClusterUnavailable);
+    let mode = config.mode()?;
+    if matches!(mode, Mode::Cluster { .. }) && (config.jwt_secret.is_none() || config.api_key.is_none()) {
+        return Err(StartError::Config(ConfigError::Invalid(
+            "cluster mode needs PUSHGATE_JWT_SECRET and PUSHGATE_API_KEY".into(),
+        )));
     }
     let auth = Auth::load(config.jwt_secret.as_deref(), &config.data_dir, config.token_leeway)
         .map_err(|source| StartError::Secret { dir: config.data_dir.clone(), source })?;
@@ -121,10 +126,22 @@ pub async fn start(config: Config, listeners: Listeners, socket_budget: u64) -> 
         listeners.admin.local_addr().map_err(|source| StartError::Bind { addr: config.admin_listen, source })?;
     // The recorder first: the node's metric handles register with it.
     let prometheus = metrics::install();
+    let store_url = match &mode {
+        Mode::Cluster { mysql_url, .. } => mysql_url.clone(),
+        Mode::Standalone => config.store_url(),
+    };
     let durable = durable::Durable::open(&config)
         .await
-        .map_err(|source| StartError::Store { url: pushgate_dispatcher::redact(&config.store_url()), source })?;
-    let node = Node::new(config, node_id, auth, durable, max_connections, overflow);
+        .map_err(|source| StartError::Store { url: pushgate_dispatcher::redact(&store_url), source })?;
+    let (cluster, inputs) = match &mode {
+        Mode::Cluster { redis_url, amqp_url, .. } => {
+            let (cluster, inputs) = cluster::Cluster::connect(&config, &node_id, redis_url, amqp_url)
+                .map_err(|e| StartError::Config(ConfigError::Invalid(e)))?;
+            (Some(cluster), Some(inputs))
+        }
+        Mode::Standalone => (None, None),
+    };
+    let node = Node::new(config, node_id, auth, durable, cluster, max_connections, overflow);
     ::metrics::gauge!(metrics::CONNECTION_LIMIT).set(max_connections as f64);
     ::metrics::gauge!(metrics::DRAINING).set(0.0);
 
@@ -132,6 +149,9 @@ pub async fn start(config: Config, listeners: Listeners, socket_budget: u64) -> 
     let tasks = TaskTracker::new();
     tasks.spawn(listener::accept_loop(node.clone(), listeners.client, stop.clone(), tasks.clone()));
     tasks.spawn(heartbeat::run(node.clone(), stop.clone()));
+    if let Some(inputs) = inputs {
+        cluster::run(&node, inputs, &stop, &tasks);
+    }
     tasks.spawn(admin::serve(listeners.admin, admin::router(node.clone(), prometheus.clone()), stop.clone()));
     let upkeep = stop.clone();
     tasks.spawn(async move {
@@ -147,7 +167,8 @@ pub async fn start(config: Config, listeners: Listeners, socket_budget: u64) -> 
         max_connections,
         heartbeat_s = node.config.heartbeat_s(),
         store = node.durable.store.dialect(),
-        "gateway started (standalone)"
+        mode = if node.cluster.is_some() { "cluster" } else { "standalone" },
+        "gateway started"
     );
     Ok(Gateway { node, client_addr, admin_addr, stop, tasks })
 }
@@ -166,7 +187,15 @@ impl Gateway {
     /// the listeners and background tasks.
     pub async fn drained(&self) {
         self.node.lifecycle.drained.cancelled().await;
-        self.node.durable.flush().await;
+        match &self.node.cluster {
+            Some(cluster) => {
+                cluster::flush_events(&self.node, cluster).await;
+                if let Err(e) = cluster.directory.remove_node(&self.node.node_id).await {
+                    tracing::warn!(error = %e, "removing this node from the presence directory failed (its lease will expire)");
+                }
+            }
+            None => self.node.durable.flush().await,
+        }
         self.stop.cancel();
         self.tasks.close();
     }

@@ -5,7 +5,10 @@
 use std::{sync::Arc, time::Duration};
 
 use metrics::counter;
-use pushgate_dispatcher::store::{SessionEvent, SessionEventKind};
+use pushgate_dispatcher::{
+    presence::Seat,
+    store::{SessionEvent, SessionEventKind},
+};
 use pushgate_protocol::{CloseCode, ServerFrame, SessionClaims, UserId, now_ms};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -140,7 +143,16 @@ async fn run_client(
     node.metrics.sessions.increment(1.0);
     node.metrics.connects.increment(1);
     let shared = handle.shared();
-    // Boxed: the lookup's future is not part of every idle session's state.
+    // Cluster: the replay starts only once the directory shows this session, so that no
+    // message committed meanwhile falls between the replay and live routing. Boxed, like the
+    // cursor lookup: neither future is part of every idle session's state.
+    let present = match &node.cluster {
+        Some(cluster) => {
+            let seat = Seat { node: node.node_id.clone(), device: shared.device.clone(), since: shared.since_ms };
+            Box::pin(cluster.join(&shared.user, handle.id_string(), seat)).await
+        }
+        None => true,
+    };
     let cursor = Box::pin(node.durable.resume_cursor(&shared.user, shared.device.as_ref(), last_seq)).await;
     let welcome_cursor = *cursor.as_ref().unwrap_or(&0);
     let welcome = ServerFrame::Welcome {
@@ -151,7 +163,10 @@ async fn run_client(
         last_seq: welcome_cursor,
     }
     .encode();
-    if let Err(e) = &cursor {
+    if !present {
+        tracing::warn!("the presence directory is unreachable; asking the client to come back later");
+        handle.request_close(CloseRequest::new(CloseCode::Overloaded, "presence unavailable"));
+    } else if let Err(e) = &cursor {
         tracing::warn!(error = %e, "cursor lookup failed; closing the session");
         handle.request_close(CloseRequest::new(CloseCode::Internal, "inbox unavailable"));
     }
@@ -167,7 +182,12 @@ async fn run_client(
     let role = Role::Client(ClientState::new(claims.chs, welcome_cursor));
     let session = Session::new(node.clone(), handle.clone(), stream, role, Some(welcome));
     let ended = session.run(pipelined).await;
-    node.registry.remove(&handle, &ended.channels);
+    for channel in node.registry.remove(&handle, &ended.channels) {
+        crate::cluster::channel_closed(node, &channel);
+    }
+    if let Some(cluster) = &node.cluster {
+        cluster.leave(&shared.user, handle.id_string(), &node.node_id);
+    }
     node.metrics.channels.set(node.registry.channel_count() as f64);
     node.metrics.sessions.decrement(1.0);
     let ending = ended.ending;

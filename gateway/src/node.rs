@@ -14,7 +14,8 @@ use pushgate_protocol::{EnvelopeLimits, now_ms};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Auth, config::Config, durable::Durable, metrics::Metrics, registry::Registry, session::OutboxLimits,
+    auth::Auth, cluster::Cluster, config::Config, durable::Durable, metrics::Metrics, registry::Registry,
+    session::OutboxLimits,
 };
 
 /// A monotonic millisecond clock for liveness and latency. Cheap to read; starts at 1 so that 0
@@ -113,6 +114,8 @@ pub struct Node {
     pub auth: Auth,
     /// The store, the write path, acks and inbox reads.
     pub durable: Arc<Durable>,
+    /// Cluster mode: the broker, the presence directory and the bus.
+    pub cluster: Option<Arc<Cluster>>,
     pub metrics: Metrics,
     pub clock: Clock,
     pub admission: Admission,
@@ -129,6 +132,7 @@ impl Node {
         node_id: String,
         auth: Auth,
         durable: Arc<Durable>,
+        cluster: Option<Arc<Cluster>>,
         max_connections: usize,
         overflow: usize,
     ) -> Arc<Self> {
@@ -140,6 +144,7 @@ impl Node {
             registry: Registry::new(),
             auth,
             durable,
+            cluster,
             metrics: Metrics::new(),
             clock: Clock::new(),
             admission: Admission::new(max_connections, overflow),
@@ -148,6 +153,11 @@ impl Node {
             envelope_limits,
             started_ms: now_ms(),
         })
+    }
+
+    /// Whether every backend the node needs is reachable (readiness).
+    pub fn backends_up(&self) -> bool {
+        self.durable.store_up() && self.cluster.as_ref().is_none_or(|c| c.is_up())
     }
 
     /// Whether the demo page is served (by default only in standalone mode).

@@ -1,14 +1,24 @@
-//! Publishing on this node (SPEC §5, HTTP): validate the envelope, then — durable user
-//! messages — commit to the store before answering and deliver after the commit, or — everything
-//! else — deliver at once. The admin API and the demo page both publish through here.
+//! Publishing through this node (SPEC §5, HTTP). Standalone: durable user messages are
+//! committed to the store before the answer and delivered after the commit; everything else is
+//! delivered at once. Cluster: the envelope goes to RabbitMQ's `pushgate.publish` with a publisher
+//! confirm, and the dispatchers take it from there (the answer means the broker has it on disk).
+//! The admin API and the demo page both publish through here.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use lapin::BasicProperties;
 use metrics::counter;
-use pushgate_dispatcher::Message;
-use pushgate_protocol::{Envelope, EnvelopeError, Target, now_ms};
+use pushgate_dispatcher::{Message, amqp::AmqpError};
+use pushgate_protocol::{Envelope, EnvelopeError, Target, UserId, cluster::names, now_ms};
 
-use crate::{delivery, metrics::PUBLISHED, node::Node};
+use crate::{
+    delivery::{self, Audience, Content},
+    metrics::PUBLISHED,
+    node::Node,
+};
+
+/// How long an HTTP publish waits for the broker (a reconnect in progress) before answering 503.
+pub const BROKER_WAIT: Duration = Duration::from_secs(5);
 
 /// A publish that was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,24 +41,62 @@ pub enum PublishError {
 /// Publishes one envelope from its JSON bytes.
 pub async fn publish(node: &Arc<Node>, body: &[u8]) -> Result<Published, PublishError> {
     let envelope = Envelope::decode(body, &node.envelope_limits)?;
-    let message = Message::accept(envelope, now_ms());
-    let target = match message.to {
+    let target = match envelope.to {
         Target::Users(_) => "users",
         Target::Channel(_) => "channel",
         Target::All => "all",
     };
-    let delivered = if message.persist {
-        let appended =
-            node.durable.ingest.append(message.clone()).await.map_err(|e| PublishError::Unavailable(e.to_string()))?;
-        if appended.duplicate {
-            counter!(PUBLISHED, "target" => "duplicate").increment(1);
-            return Ok(Published { id: message.id, duplicate: true });
-        }
-        delivery::deliver(node, &message, Some(&appended.seqs))
-    } else {
-        delivery::deliver(node, &message, None)
+    let published = match &node.cluster {
+        Some(cluster) => to_broker(&cluster.amqp, envelope).await?,
+        None => locally(node, Message::accept(envelope, now_ms())).await?,
     };
-    counter!(PUBLISHED, "target" => target).increment(1);
-    tracing::debug!(id = %message.id, target, queued = delivered.queued, "published");
+    counter!(PUBLISHED, "target" => if published.duplicate { "duplicate" } else { target }).increment(1);
+    Ok(published)
+}
+
+async fn locally(node: &Arc<Node>, message: Message) -> Result<Published, PublishError> {
+    let seqs: Vec<(UserId, u64)> = match (&message.to, message.persist) {
+        (Target::Users(_), true) => {
+            let ingest =
+                node.durable.ingest.as_ref().ok_or_else(|| PublishError::Unavailable("no store writer".into()))?;
+            let appended =
+                ingest.append(message.clone()).await.map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            if appended.duplicate {
+                return Ok(Published { id: message.id, duplicate: true });
+            }
+            appended.seqs
+        }
+        (Target::Users(users), false) => users.iter().map(|u| (u.clone(), 0)).collect(),
+        _ => Vec::new(),
+    };
+    let audience = match &message.to {
+        Target::Users(_) => Audience::Users(&seqs),
+        Target::Channel(channel) => Audience::Channel(channel),
+        Target::All => Audience::All,
+    };
+    let content = Content { id: &message.id, ts: message.ts, data: &message.data };
+    let delivered = delivery::deliver(node, content, audience);
+    tracing::debug!(id = %message.id, queued = delivered.queued, "published");
     Ok(Published { id: message.id, duplicate: false })
+}
+
+/// Cluster mode: hands the envelope to the broker. It always carries an id (assigned here when
+/// the publisher gave none), so that a redelivery after a dispatcher crash is a duplicate, not a
+/// second message.
+async fn to_broker(amqp: &pushgate_dispatcher::amqp::Amqp, mut envelope: Envelope) -> Result<Published, PublishError> {
+    let id = envelope.id.get_or_insert_with(|| uuid::Uuid::now_v7().to_string()).clone();
+    let routing_key = match &envelope.to {
+        Target::Users(users) => users.first().map(|u| u.as_str().to_owned()).unwrap_or_default(),
+        Target::Channel(channel) => channel.as_str().to_owned(),
+        Target::All => "all".to_owned(),
+    };
+    let properties =
+        BasicProperties::default().with_content_type("application/json".into()).with_message_id(id.as_str().into());
+    match amqp.publish(names::PUBLISH_EXCHANGE, &routing_key, &envelope.encode(), properties, true, BROKER_WAIT).await {
+        Ok(()) => Ok(Published { id, duplicate: false }),
+        Err(AmqpError::Unroutable) => {
+            Err(PublishError::Unavailable("no dispatcher has declared the ingest queues yet".into()))
+        }
+        Err(e) => Err(PublishError::Unavailable(e.to_string())),
+    }
 }

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub node_id: String,
     auth: Auth,
     http: reqwest::Client,
+    /// Sent as a bearer key on admin requests (cluster gateways require one).
+    api_key: Option<String>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub data_dir: PathBuf,
@@ -114,6 +116,7 @@ impl Gateway {
             child,
             auth: Auth::new(TEST_SECRET.as_bytes(), Duration::ZERO),
             http: reqwest::Client::new(),
+            api_key: options.env.iter().find(|(k, _)| k == "PUSHGATE_API_KEY").map(|(_, v)| v.clone()),
             log,
             _tmp: tmp,
             data_dir,
@@ -173,22 +176,23 @@ impl Gateway {
         self.post_json("/v1/publish", envelope.to_string()).await
     }
 
+    fn admin(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
     pub async fn post_json(&self, path: &str, body: String) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.admin_url(path))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("admin request");
+        let request = self.http.post(self.admin_url(path)).header("content-type", "application/json").body(body);
+        let response = self.admin(request).send().await.expect("admin request");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.admin_url(path)).send().await.expect("admin request");
+        let response = self.admin(self.http.get(self.admin_url(path))).send().await.expect("admin request");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -229,6 +233,15 @@ impl Gateway {
     /// The process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers 200 (in cluster mode: every backend connected).
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(30), &format!("gateway {} ready", self.node_id), || async {
+            let ok = self.http.get(self.admin_url("/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+            ok.then_some(())
+        })
+        .await;
     }
 
     /// The process id (for RSS sampling).

@@ -5,14 +5,23 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod client;
+pub mod cluster;
+pub mod dispatcher;
 pub mod gateway;
 pub mod mysql;
+pub mod rabbit;
 pub mod raw;
+pub mod resilient;
+pub mod services;
 
 pub use client::{Client, Received};
+pub use cluster::TestCluster;
+pub use dispatcher::Dispatcher;
 pub use gateway::{Gateway, GatewayOptions};
 pub use mysql::TestDatabase;
+pub use rabbit::TestVhost;
 pub use raw::RawClient;
+pub use resilient::Device;
 
 use std::{future::Future, time::Duration};
 

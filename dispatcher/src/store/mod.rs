@@ -31,21 +31,35 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Worth retrying: the connection dropped, a lock or deadlock, the pool was busy.
+    /// Worth retrying: everything but a refusal of the data itself. A dropped connection, a
+    /// server shutting down or restarting, a deadlock, a lock timeout, a busy database or pool
+    /// all pass; a constraint violation, data that does not fit, or bad SQL do not.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Database(e) => match e {
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                sqlx::Error::Database(db) => {
-                    // MySQL 1205 lock wait timeout, 1213 deadlock; SQLite 5 busy, 6 locked.
-                    matches!(db.code().as_deref(), Some("1205" | "1213" | "40001" | "5" | "6" | "517"))
+            Self::Database(sqlx::Error::Database(db)) => {
+                if db.kind() != sqlx::error::ErrorKind::Other {
+                    return false;
                 }
-                _ => false,
-            },
-            _ => false,
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                // MySQL: SQLSTATE classes 22 (data), 23 (integrity), 42 (syntax, access).
+                // SQLite: 18 too big, 20 type mismatch, 25 out of range.
+                !(code.starts_with("22")
+                    || code.starts_with("23")
+                    || code.starts_with("42")
+                    || matches!(code, "18" | "20" | "25"))
+            }
+            Self::Database(
+                sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::TypeNotFound { .. }
+                | sqlx::Error::Encode(_)
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::Configuration(_),
+            ) => false,
+            Self::Database(_) => true,
+            Self::Migrate(_) | Self::Corrupt(_) => false,
         }
     }
 }

@@ -86,6 +86,8 @@ pub enum OutboxEvent {
     Frames(usize),
     /// Close as asked.
     Close(CloseRequest),
+    /// Re-read the inbox after the cursor (deliveries may have been missed).
+    CatchUp,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +103,8 @@ struct Outbox {
     replaying: bool,
     /// A durable frame was deferred during this replay round: another round is needed.
     missed: bool,
+    /// The node asked the session to re-read its inbox.
+    catch_up: bool,
     waker: Option<Waker>,
 }
 
@@ -215,6 +219,18 @@ impl SessionHandle {
         true
     }
 
+    /// Asks the session to re-read its inbox after its cursor (the node may have missed
+    /// deliveries, e.g. while Redis lost its presence).
+    pub fn request_catch_up(&self) {
+        let mut outbox = self.0.outbox.lock();
+        outbox.catch_up = true;
+        let waker = outbox.waker.take();
+        drop(outbox);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     /// Asks the session to close. The first request wins; returns whether this one did.
     pub fn request_close(&self, request: CloseRequest) -> bool {
         let mut outbox = self.0.outbox.lock();
@@ -245,6 +261,13 @@ impl SessionHandle {
         {
             outbox.close_taken = true;
             return Poll::Ready(OutboxEvent::Close(request));
+        }
+        if take && outbox.catch_up {
+            // Taken only when live (`take`): a replay under way reads the inbox anyway.
+            outbox.catch_up = false;
+            outbox.replaying = true;
+            outbox.missed = false;
+            return Poll::Ready(OutboxEvent::CatchUp);
         }
         if take && !outbox.close_taken && (!outbox.queue.is_empty() || !outbox.gaps.is_empty()) {
             debug_assert!(into.is_empty());

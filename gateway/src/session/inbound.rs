@@ -152,11 +152,17 @@ impl Session {
                     };
                     match verdict {
                         Ok(()) => {
-                            node.registry.subscribe(&channel, &self.handle);
+                            let first = node.registry.subscribe(&channel, &self.handle);
                             node.metrics.channels.set(node.registry.channel_count() as f64);
                             let frame = ServerFrame::Subscribed { channel: channel.as_str().into(), id }.encode();
+                            // The reply goes out once the node hears the channel (cluster: its bus
+                            // subscription is in place).
+                            let now = crate::cluster::channel_subscribed(node, &self.handle, &channel, first, frame);
                             state.subscriptions.push(channel);
-                            return self.reply(frame);
+                            if let Some(frame) = now {
+                                self.reply(frame);
+                            }
+                            return;
                         }
                         Err(why) => ServerFrame::Error {
                             code: ErrorCode::Forbidden,
@@ -171,7 +177,9 @@ impl Session {
                 node.metrics.frame_in("unsubscribe");
                 if let Some(at) = state.subscriptions.iter().position(|c| c == &channel) {
                     state.subscriptions.swap_remove(at);
-                    node.registry.unsubscribe(&channel, self.handle.id());
+                    if node.registry.unsubscribe(&channel, self.handle.id()) {
+                        crate::cluster::channel_closed(node, &channel);
+                    }
                     node.metrics.channels.set(node.registry.channel_count() as f64);
                 }
                 ServerFrame::Unsubscribed { channel: channel.as_str().into(), id }.encode()

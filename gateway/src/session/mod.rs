@@ -203,6 +203,7 @@ impl Session {
                         self.accept_live(frames);
                     }
                     OutboxEvent::Close(request) => self.begin_close(request),
+                    OutboxEvent::CatchUp => self.start_catch_up(),
                 }
             }
             // A close handshake that outlives the close timeout ends here.

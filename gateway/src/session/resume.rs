@@ -53,6 +53,15 @@ impl Session {
         }
     }
 
+    /// Starts a replay round from the cursor (the outbox is already marked as replaying).
+    pub(super) fn start_catch_up(&mut self) {
+        if let Role::Client(state) = &mut self.role
+            && state.catch_up.is_none()
+        {
+            state.catch_up = Some(Box::new(CatchUp::replay()));
+        }
+    }
+
     /// Drives an inbox read; returns whether anything happened.
     pub(super) fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> bool {
         let Role::Client(state) = &mut self.role else { return false };

@@ -1,0 +1,333 @@
+//! Cluster mode on the real services: 3 gateway nodes and 1 or 2 dispatchers on loopback, with
+//! RabbitMQ, Redis and MariaDB — several nodes behaving as one pushgate.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use futures_util::{StreamExt, future::join_all};
+use lapin::{
+    BasicProperties,
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+};
+use pushgate_tests::{Client, TestCluster, WAIT, eventually};
+use serde_json::{Value, json};
+
+async fn publish(cluster: &TestCluster, via: usize, envelope: Value) -> Value {
+    let (status, body) = cluster.gateways[via].publish(&envelope).await;
+    assert_eq!(status, 202, "{envelope} → {body}");
+    body
+}
+
+/// The next message after `marker` is published to `user` is the marker: nothing else was
+/// queued for this client.
+async fn assert_nothing_before_marker(cluster: &TestCluster, client: &mut Client, user: &str) {
+    publish(cluster, 0, json!({"to": {"users": [user]}, "data": "marker", "persist": false})).await;
+    let m = client.next_of_type("message").await;
+    assert_eq!(m["data"], "marker", "{user} got {m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_devices_on_two_nodes_gets_every_message_on_both() {
+    let cluster = TestCluster::start(3, 1).await;
+    let (g0, g1) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let mut phone = g0.connect_token(&g0.token("roamer", Some("phone"), &[])).await;
+    let mut laptop = g1.connect_token(&g1.token("roamer", Some("laptop"), &[])).await;
+    for n in 0..50 {
+        publish(&cluster, 2, json!({"to": {"users": ["roamer"]}, "data": {"n": n}})).await;
+    }
+    for device in [&mut phone, &mut laptop] {
+        for n in 0..50u64 {
+            let m = device.next_of_type("message").await;
+            assert_eq!((m["seq"].as_u64(), m["data"]["n"].as_u64()), (Some(n + 1), Some(n)));
+        }
+    }
+    // Presence, asked of the third node, shows both sessions on their nodes.
+    let (status, presence) = cluster.gateways[2].get_json("/v1/users/roamer/presence").await;
+    assert_eq!(status, 200);
+    let mut nodes: Vec<(String, String)> = presence["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["device"].as_str().unwrap().to_owned(), s["node"].as_str().unwrap().to_owned()))
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, vec![("laptop".into(), g1.node_id.clone()), ("phone".into(), g0.node_id.clone())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_subscribers_on_three_nodes_each_get_a_message_once() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut subscribers = Vec::new();
+    let mut others = Vec::new();
+    for (i, gw) in cluster.gateways.iter().enumerate() {
+        for j in 0..3 {
+            let user = format!("sub-{i}-{j}");
+            let mut c = gw.connect(&user).await;
+            assert_eq!(c.subscribe("room", None).await["type"], "subscribed");
+            subscribers.push((user, c));
+        }
+        let user = format!("other-{i}");
+        others.push((user.clone(), gw.connect(&user).await));
+    }
+    // `subscribed` is answered once each node hears the channel on the bus.
+    publish(&cluster, 1, json!({"to": {"channel": "room"}, "data": "probe"})).await;
+    for (user, c) in subscribers.iter_mut() {
+        let m = c.next_of_type("message").await;
+        assert_eq!((m["channel"].as_str(), m["data"].as_str()), (Some("room"), Some("probe")), "{user}");
+        assert_nothing_before_marker(&cluster, c, user).await;
+    }
+    for (user, c) in others.iter_mut() {
+        assert_nothing_before_marker(&cluster, c, user).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_every_session_on_every_node() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut clients = Vec::new();
+    for (i, gw) in cluster.gateways.iter().enumerate() {
+        for j in 0..20 {
+            let user = format!("b-{i}-{j}");
+            clients.push((user.clone(), gw.connect(&user).await));
+        }
+    }
+    publish(&cluster, 0, json!({"to": {"all": true}, "data": "everyone"})).await;
+    join_all(clients.iter_mut().map(|(user, c)| {
+        let cluster = &cluster;
+        async move {
+            assert_eq!(c.next_of_type("message").await["data"], "everyone", "{user}");
+            assert_nothing_before_marker(cluster, c, user).await;
+        }
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_publishing_over_amqp_with_confirms_reaches_the_client() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut c = cluster.gateways[1].connect("backend-user").await;
+    let connection = cluster.vhost.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let envelope = json!({"id": "amqp-1", "to": {"users": ["backend-user"]}, "data": {"from": "amqp"}});
+    let confirm = channel
+        .basic_publish(
+            "pushgate.publish".into(),
+            "backend-user".into(),
+            BasicPublishOptions::default(),
+            envelope.to_string().as_bytes(),
+            BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(matches!(confirm, lapin::Confirmation::Ack(None)), "{confirm:?}");
+    let m = c.next_of_type("message").await;
+    assert_eq!(
+        (m["id"].as_str(), m["seq"].as_u64(), m["data"]["from"].as_str()),
+        (Some("amqp-1"), Some(1), Some("amqp"))
+    );
+    // A channel message over AMQP too.
+    c.subscribe("feed", None).await;
+    let confirm = channel
+        .basic_publish(
+            "pushgate.publish".into(),
+            "feed".into(),
+            BasicPublishOptions::default(),
+            json!({"to": {"channel": "feed"}, "data": 9}).to_string().as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(matches!(confirm, lapin::Confirmation::Ack(None)));
+    let m = c.next_of_type("message").await;
+    assert_eq!((m["channel"].as_str(), m["data"].as_i64()), (Some("feed"), Some(9)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flows() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut c = cluster.gateways[0].connect("after-poison").await;
+    let connection = cluster.vhost.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("trace".into(), AMQPValue::LongString("t-1".into()));
+    for (key, body) in [
+        ("x", b"{not json".to_vec()),
+        ("x", br#"{"to":{"users":["bad id"]},"data":1}"#.to_vec()),
+        ("after-poison", br#"{"to":{"users":["after-poison"]},"data":"fine"}"#.to_vec()),
+    ] {
+        channel
+            .basic_publish(
+                "pushgate.publish".into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_headers(headers.clone()).with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let m = c.next_of_type("message").await;
+    assert_eq!(m["data"], "fine");
+    let mut dead = channel
+        .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
+        let headers = d.properties.headers().clone().unwrap();
+        let reason = match headers.inner().get("x-pushgate-error") {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("no reason header: {other:?}"),
+        };
+        assert!(matches!(headers.inner().get("trace"), Some(AMQPValue::LongString(_))), "original headers kept");
+        reasons.push((String::from_utf8_lossy(&d.data).to_string(), reason));
+    }
+    reasons.sort();
+    assert!(reasons[0].1.starts_with("bad_field: to.users"), "{reasons:?}");
+    assert!(reasons[1].1.starts_with("not_json"), "{reasons:?}");
+    assert_eq!(reasons[1].0, "{not json", "the body is kept as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_order_holds_with_two_dispatchers_under_load() {
+    let cluster = TestCluster::start(3, 2).await;
+    const USERS: usize = 8;
+    const PER_PUBLISHER: u64 = 150;
+    let mut clients: Vec<Client> = Vec::new();
+    for u in 0..USERS {
+        let gw = &cluster.gateways[u % 3];
+        clients.push(gw.connect_token(&gw.token(&format!("ordered-{u}"), Some("d"), &[])).await);
+    }
+    // Four AMQP publishers, each sending its own numbered stream to every user.
+    let publishers = join_all((0..4u64).map(|p| {
+        let cluster = &cluster;
+        async move {
+            let connection = cluster.vhost.connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            let mut confirms = Vec::new();
+            for n in 0..PER_PUBLISHER {
+                for u in 0..USERS {
+                    let user = format!("ordered-{u}");
+                    let body = json!({"to": {"users": [user]}, "data": {"p": p, "n": n}}).to_string();
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                "pushgate.publish".into(),
+                                user.as_str().into(),
+                                BasicPublishOptions::default(),
+                                body.as_bytes(),
+                                BasicProperties::default().with_delivery_mode(2),
+                            )
+                            .await
+                            .unwrap(),
+                    );
+                }
+            }
+            for confirm in confirms {
+                assert!(matches!(confirm.await.unwrap(), lapin::Confirmation::Ack(None)));
+            }
+            connection
+        }
+    }));
+    let readers = join_all(clients.iter_mut().map(|c| async move {
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for seq in 1..=4 * PER_PUBLISHER {
+            let m = c.next_of_type("message").await;
+            assert_eq!(m["seq"].as_u64(), Some(seq));
+            let (p, n) = (m["data"]["p"].as_u64().unwrap(), m["data"]["n"].as_u64().unwrap());
+            if let Some(prev) = last.insert(p, n) {
+                assert!(n > prev, "publisher {p}: {n} after {prev}");
+            }
+        }
+    }));
+    let (_, _) = tokio::join!(publishers, readers);
+    // Both dispatchers stayed up; ingest partitions are split between them or held by one.
+    for d in &cluster.dispatchers {
+        assert!(d.metrics().await.contains("pushgate_backend_up"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_disconnects_a_user_on_every_node() {
+    let cluster = TestCluster::start(3, 1).await;
+    let mut a = cluster.gateways[0].connect_token(&cluster.gateways[0].token("target", Some("a"), &[])).await;
+    let mut b = cluster.gateways[2].connect_token(&cluster.gateways[2].token("target", Some("b"), &[])).await;
+    let (status, body) = cluster.gateways[1].post_json("/v1/users/target/disconnect", String::new()).await;
+    assert_eq!((status, body["sessions"].as_u64()), (202, Some(2)));
+    assert_eq!(a.expect_close().await, 4000);
+    assert_eq!(b.expect_close().await, 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_backends() {
+    let cluster = TestCluster::start(3, 1).await;
+    // A backend listens to session lifecycle events.
+    let connection = cluster.vhost.connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            "pushgate.lifecycle".into(),
+            "session.*".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut lifecycle = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let g0 = &cluster.gateways[0];
+    let mut c = g0.connect_token(&g0.token("acker", Some("phone"), &[])).await;
+    for n in 0..5 {
+        publish(&cluster, 1, json!({"to": {"users": ["acker"]}, "data": n})).await;
+    }
+    for _ in 0..5 {
+        c.next_of_type("message").await;
+    }
+    c.send_json(&json!({"type": "ack", "seq": 4})).await;
+    c.close().await;
+    // Reconnecting on another node resumes after the ack.
+    let g2 = &cluster.gateways[2];
+    let mut again = eventually(WAIT, "the ack in the device cursor", || async {
+        let c = g2.connect_token(&g2.token("acker", Some("phone"), &[])).await;
+        (c.welcome.as_ref().unwrap()["last_seq"] == 4).then_some(c)
+    })
+    .await;
+    assert_eq!(again.next_of_type("message").await["seq"], 5);
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let d = tokio::time::timeout(WAIT, lifecycle.next()).await.unwrap().unwrap().unwrap();
+        let event: Value = serde_json::from_slice(&d.data).unwrap();
+        if event["user"] == "acker" {
+            kinds.push((d.routing_key.to_string(), event["event"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert_eq!(kinds[0], ("session.open".to_owned(), "open".to_owned()));
+    assert_eq!(kinds[1].0, "session.close");
+}
