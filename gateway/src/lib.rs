@@ -46,10 +46,6 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot load or create the token secret in {dir}: {source}")]
     Secret { dir: std::path::PathBuf, source: std::io::Error },
-    #[error(
-        "cluster mode is not available in this build yet; unset PUSHGATE_MYSQL_URL, PUSHGATE_REDIS_URL and PUSHGATE_AMQP_URL for standalone mode"
-    )]
-    ClusterUnavailable,
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the store {url}: {source}")]
