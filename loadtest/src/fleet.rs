@@ -296,6 +296,12 @@ struct GatewayTrack {
     cpu_last: Option<(Instant, f64)>,
 }
 
+/// Each gateway's RSS and CPU seconds now: taken before the workers start, so that the run's
+/// "before" figures have no session in them.
+pub fn baseline(gateways: &[GatewayProc]) -> Vec<(Option<u64>, Option<f64>)> {
+    gateways.iter().map(|g| (stats::rss_bytes(g.pid), stats::cpu_seconds(g.pid))).collect()
+}
+
 /// Samples the run and drives the progress display until stopped.
 pub struct Monitor {
     stop: watch::Sender<bool>,
@@ -312,6 +318,8 @@ pub struct Watched {
     pub worker_pids: Vec<u32>,
     pub publish: Arc<PublishStats>,
     pub gateways: Vec<GatewayProc>,
+    /// Each gateway's RSS and CPU seconds before anything started (see [`baseline`]).
+    pub baseline: Vec<(Option<u64>, Option<f64>)>,
     pub target_sessions: u64,
     pub interval: Duration,
     pub ui: Arc<Ui>,
@@ -324,9 +332,9 @@ impl Monitor {
         let gateways = Arc::new(Mutex::new(
             w.gateways
                 .iter()
-                .map(|g| {
-                    let rss = stats::rss_bytes(g.pid);
-                    let cpu = stats::cpu_seconds(g.pid);
+                .enumerate()
+                .map(|(i, g)| {
+                    let (rss, cpu) = w.baseline.get(i).copied().unwrap_or((None, None));
                     GatewayTrack {
                         figures: GatewayFigures {
                             pid: g.pid,

@@ -13,7 +13,7 @@ const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 270.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 34.0;
+const TOP: f64 = 30.0;
 const BOTTOM: f64 = 42.0;
 
 /// Escapes text for HTML and SVG.
@@ -125,6 +125,26 @@ fn fraction_label(v: f64) -> String {
     format!("{:.0} %", v * 100.0)
 }
 
+/// Where each legend entry goes: `(x, baseline y, name)`, wrapping rows; none for a single
+/// unnamed series.
+fn legend_layout(series: &[Series]) -> Vec<(f64, f64, String)> {
+    if series.len() == 1 && series[0].name.is_empty() || series.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let (mut x, mut y) = (LEFT, TOP);
+    for s in series {
+        let width = 26.0 + 6.2 * s.name.chars().count() as f64;
+        if x + width > WIDTH - RIGHT && x > LEFT {
+            x = LEFT;
+            y += 14.0;
+        }
+        out.push((x, y, s.name.clone()));
+        x += width;
+    }
+    out
+}
+
 /// Renders a chart as an SVG element.
 pub fn line_chart(c: &Chart) -> String {
     let points: Vec<(f64, f64)> = c
@@ -163,7 +183,10 @@ pub fn line_chart(c: &Chart) -> String {
     } else {
         nice_ticks(x_min, x_max, 8)
     };
-    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    // The legend gets its own rows between the title and the plot.
+    let legend = legend_layout(&c.series);
+    let top = TOP + legend.last().map_or(0.0, |l| l.1 - TOP + 8.0);
+    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - top - BOTTOM);
     let sx = |x: f64| {
         let f = if c.log_x {
             (x.max(x_min).log10() - x_min.log10()) / (x_max.log10() - x_min.log10())
@@ -172,7 +195,7 @@ pub fn line_chart(c: &Chart) -> String {
         };
         LEFT + f.clamp(0.0, 1.0) * plot_w
     };
-    let sy = |y: f64| TOP + plot_h - ((y - y_min) / (y_max - y_min)).clamp(0.0, 1.0) * plot_h;
+    let sy = |y: f64| top + plot_h - ((y - y_min) / (y_max - y_min)).clamp(0.0, 1.0) * plot_h;
     // Grid and axes.
     for t in &y_ticks {
         let y = sy(*t);
@@ -189,20 +212,20 @@ pub fn line_chart(c: &Chart) -> String {
         let x = sx(*t);
         let _ = write!(
             svg,
-            r#"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" class="grid"/><text x="{x:.1}" y="{:.1}" class="xtick">{}</text>"#,
-            TOP + plot_h,
-            TOP + plot_h + 15.0,
+            r#"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" class="grid"/><text x="{x:.1}" y="{:.1}" class="xtick">{}</text>"#,
+            top + plot_h,
+            top + plot_h + 15.0,
             esc(&short(*t))
         );
     }
     let _ = write!(
         svg,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="frame"/><text x="{:.1}" y="{:.1}" class="xlabel">{}</text><text x="14" y="{:.1}" class="ylabel" transform="rotate(-90 14 {:.1})">{}</text>"#,
+        r#"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/><text x="{:.1}" y="{:.1}" class="xlabel">{}</text><text x="14" y="{:.1}" class="ylabel" transform="rotate(-90 14 {:.1})">{}</text>"#,
         LEFT + plot_w / 2.0,
         HEIGHT - 6.0,
         esc(c.x_label),
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0,
+        top + plot_h / 2.0,
+        top + plot_h / 2.0,
         esc(c.y_label)
     );
     for (x, label) in &c.markers {
@@ -212,11 +235,11 @@ pub fn line_chart(c: &Chart) -> String {
         let px = sx(*x);
         let _ = write!(
             svg,
-            r#"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" class="marker"><title>{}</title></line><text x="{:.1}" y="{:.1}" class="mlabel">{}</text>"#,
-            TOP + plot_h,
+            r#"<line x1="{px:.1}" y1="{top}" x2="{px:.1}" y2="{:.1}" class="marker"><title>{}</title></line><text x="{:.1}" y="{:.1}" class="mlabel">{}</text>"#,
+            top + plot_h,
             esc(label),
             px + 2.0,
-            TOP + 10.0,
+            top + 10.0,
             esc(label)
         );
     }
@@ -253,26 +276,15 @@ pub fn line_chart(c: &Chart) -> String {
         }
     }
     // Legend.
-    if c.series.len() > 1 || c.series.first().is_some_and(|s| !s.name.is_empty()) {
-        let mut x = LEFT + 8.0;
-        let mut y = TOP + 14.0;
-        for (i, s) in c.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let width = 24.0 + 6.5 * s.name.chars().count() as f64;
-            if x + width > WIDTH - RIGHT {
-                x = LEFT + 8.0;
-                y += 14.0;
-            }
-            let _ = write!(
-                svg,
-                r#"<rect x="{x:.1}" y="{:.1}" width="12" height="4" fill="{color}"/><text x="{:.1}" y="{:.1}" class="legend">{}</text>"#,
-                y - 4.0,
-                x + 16.0,
-                y,
-                esc(&s.name)
-            );
-            x += width;
-        }
+    for (i, (x, y, name)) in legend.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let _ = write!(
+            svg,
+            r#"<rect x="{x:.1}" y="{:.1}" width="12" height="4" fill="{color}"/><text x="{:.1}" y="{y:.1}" class="legend">{}</text>"#,
+            y - 4.0,
+            x + 16.0,
+            esc(name)
+        );
     }
     svg.push_str("</svg>");
     svg
@@ -393,6 +405,16 @@ fn mib(v: Option<u64>) -> String {
     v.map(|b| format!("{:.1}", b as f64 / 1048576.0)).unwrap_or_else(|| "—".into())
 }
 
+/// Rows of a table at most (the JSON report has them all).
+const MAX_ROWS: usize = 300;
+
+/// Every k-th element so that at most about `max` remain (the last always kept).
+pub fn downsample<T: Clone>(items: &[T], max: usize) -> Vec<T> {
+    let step = items.len().div_ceil(max.max(1)).max(1);
+    let last = items.len().saturating_sub(1);
+    items.iter().enumerate().filter(|(i, _)| i % step == 0 || *i == last).map(|(_, x)| x.clone()).collect()
+}
+
 /// The whole HTML page of a report.
 pub fn render(r: &Report) -> String {
     let mut o = String::with_capacity(256 * 1024);
@@ -492,11 +514,13 @@ pub fn render(r: &Report) -> String {
     o.push_str("</table>");
 
     // Over time.
-    let t: Vec<f64> = r.timeline.iter().map(|p| p.t_s).collect();
+    // A day at one sample a second is 86,400 points: plot at most ~1,500 per line.
+    let timeline = downsample(&r.timeline, 1500);
+    let t: Vec<f64> = timeline.iter().map(|p| p.t_s).collect();
     let markers: Vec<(f64, String)> = r.events.clone();
     let series = |name: &str, f: &dyn Fn(&crate::fleet::Sample) -> Option<f64>| Series {
         name: name.into(),
-        points: r.timeline.iter().zip(&t).filter_map(|(p, x)| f(p).map(|y| (*x, y))).collect(),
+        points: timeline.iter().zip(&t).filter_map(|(p, x)| f(p).map(|y| (*x, y))).collect(),
     };
     let chart = |title: &'static str, y_label: &'static str, series: Vec<Series>, format_y: fn(f64) -> String| {
         line_chart(&Chart {
@@ -624,7 +648,9 @@ pub fn render(r: &Report) -> String {
                 "CPU µs/frame",
             ],
         );
-        for t in tracked {
+        let shown = tracked.len().min(MAX_ROWS);
+        let more = tracked.len() - shown;
+        for t in tracked.into_iter().take(shown) {
             row(
                 &mut o,
                 &[
@@ -642,6 +668,9 @@ pub fn render(r: &Report) -> String {
             );
         }
         o.push_str("</table>");
+        if more > 0 {
+            let _ = write!(o, "<p>… and {more} more in the JSON report.</p>");
+        }
     }
 
     if !r.storms.is_empty() {
@@ -806,6 +835,16 @@ mod tests {
             histogram_chart("h", "ms", &[(1.0, 2.0, 5), (2.0, 4.0, 0), (4.0, 8.0, 1)]).matches("class=\"bar\"").count()
                 == 2
         );
+    }
+
+    #[test]
+    fn long_timelines_are_thinned_for_plots() {
+        let v: Vec<u32> = (0..86_400).collect();
+        let d = downsample(&v, 1500);
+        assert!(d.len() <= 1501 && d.len() >= 1400, "{}", d.len());
+        assert_eq!((d[0], *d.last().unwrap()), (0, 86_399));
+        assert_eq!(downsample(&[1, 2, 3], 1500), vec![1, 2, 3]);
+        assert!(downsample::<u8>(&[], 10).is_empty());
     }
 
     #[test]

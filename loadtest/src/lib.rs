@@ -39,9 +39,10 @@ pub fn token_minter(secret: &str) -> Minter {
     token_minter_ttl(secret, 24 * 3600)
 }
 
-/// Mints session tokens (allowed every channel) valid for `ttl_s` seconds.
+/// Mints session tokens (HS256, allowed every channel) valid for `ttl_s` seconds.
 pub fn token_minter_ttl(secret: &str, ttl_s: u64) -> Minter {
-    let auth = pushgate_gateway::auth::Auth::new(secret.as_bytes(), std::time::Duration::ZERO);
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     Box::new(move |user: &str| {
         let claims = pushgate_protocol::SessionClaims {
             sub: pushgate_protocol::UserId::new(user).expect("load user ids are valid"),
@@ -49,7 +50,8 @@ pub fn token_minter_ttl(secret: &str, ttl_s: u64) -> Minter {
             dev: None,
             chs: vec![pushgate_protocol::ChannelPattern::parse("*").expect("valid pattern")],
         };
-        auth.mint_session(&claims)
+        // Claims of strings and integers with an HMAC key always encode.
+        jsonwebtoken::encode(&header, &claims, &key).unwrap_or_default()
     })
 }
 
@@ -57,4 +59,32 @@ pub fn token_minter_ttl(secret: &str, ttl_s: u64) -> Minter {
 /// (everything runs on one machine).
 pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_are_hs256_for_the_user_with_every_channel() {
+        let token = super::token_minter_ttl("s3cret", 60)("lt1-7");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(data.claims["sub"], "lt1-7");
+        assert_eq!(data.claims["chs"], serde_json::json!(["*"]));
+        let exp = data.claims["exp"].as_u64().unwrap();
+        assert!(exp > pushgate_protocol::now_ms() / 1000 + 50);
+        assert!(
+            jsonwebtoken::decode::<serde_json::Value>(
+                &token,
+                &jsonwebtoken::DecodingKey::from_secret(b"x"),
+                &validation
+            )
+            .is_err()
+        );
+    }
 }

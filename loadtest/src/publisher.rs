@@ -244,8 +244,12 @@ pub fn redact(url: &str) -> String {
 }
 
 enum Transport {
-    Http { client: reqwest::Client, api_key: Option<String> },
-    Amqp(AmqpPublisher),
+    Http {
+        client: reqwest::Client,
+        api_key: Option<String>,
+    },
+    /// Boxed: the AMQP channel and its confirm state dwarf the HTTP client handle.
+    Amqp(Box<AmqpPublisher>),
 }
 
 /// Sends jobs over one transport, at most `max_in_flight` at once, each within the timeout.
@@ -271,7 +275,7 @@ impl Publisher {
                     .context("building the HTTP client")?,
                 api_key,
             },
-            Via::Amqp => Transport::Amqp(AmqpPublisher::connect(&args.amqp_url, &args.amqp_exchange).await?),
+            Via::Amqp => Transport::Amqp(Box::new(AmqpPublisher::connect(&args.amqp_url, &args.amqp_exchange).await?)),
         };
         Ok(Self { transport, in_flight: Arc::new(Semaphore::new(args.max_in_flight)), timeout, via: args.via })
     }
@@ -416,13 +420,13 @@ impl PublishStats {
                 self.refused.fetch_add(1, Relaxed);
                 let mut key = format!("{code} {reason}");
                 key.truncate(120);
-                *detail.refusals.entry(key).or_default() += 1;
+                bump(&mut detail.refusals, key);
             }
             Outcome::Error(kind) => {
                 self.errors.fetch_add(1, Relaxed);
                 let mut key = kind.clone();
                 key.truncate(120);
-                *detail.errors.entry(key).or_default() += 1;
+                bump(&mut detail.errors, key);
             }
         }
     }
@@ -451,6 +455,12 @@ impl PublishStats {
             behind_schedule_max_ms: detail.behind_max_us as f64 / 1000.0,
         }
     }
+}
+
+/// Counts under `key`, or under `other` once 50 distinct keys are there (bounded memory).
+fn bump(map: &mut BTreeMap<String, u64>, key: String) {
+    let key = if map.len() >= 50 && !map.contains_key(&key) { "other".to_owned() } else { key };
+    *map.entry(key).or_default() += 1;
 }
 
 /// Sends one job with an in-flight slot (waiting for one), records it, and returns its outcome.

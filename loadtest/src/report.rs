@@ -101,7 +101,7 @@ impl SessionFigures {
             connect_errors: p.connect_errors,
             connect_error_kinds: p.connect_error_kinds.clone(),
             unexpected_closes: p.unexpected_closes,
-            close_codes: p.close_codes.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            close_codes: p.close_codes.clone(),
             cursor_mismatches: p.cursor_mismatches,
             received: p.received,
             acks_sent: p.acks_sent,
@@ -129,6 +129,8 @@ pub struct DurableFigures {
 /// A paced publish stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PublishFigures {
+    /// Publishes of the paced stream (the summary counts every publish of the run).
+    pub stream_sent: u64,
     pub requested_rate: f64,
     pub achieved_rate: f64,
     pub seconds: f64,
@@ -275,17 +277,26 @@ impl Report {
         };
         self.gateway_rss_before = sum(|g| g.rss_start);
         self.gateway_rss_idle = sum(|g| g.rss_idle);
+        // Only meaningful when the gateways started the run without sessions (fresh): a gateway
+        // whose RSS fell while sessions opened was carrying something from before.
+        let fresh = self.gateways.iter().all(|g| matches!((g.rss_start, g.rss_idle), (Some(a), Some(b)) if b >= a));
         self.rss_bytes_per_session = match (self.gateway_rss_before, self.gateway_rss_idle) {
-            (Some(before), Some(idle)) if self.opened > 0 => {
+            (Some(before), Some(idle)) if self.opened > 0 && fresh => {
                 Some(idle.saturating_sub(before) as f64 / self.opened as f64)
             }
             _ => None,
         };
+        if !fresh && self.opened > 0 && !self.gateways.is_empty() {
+            self.notes.push(
+                "a gateway's RSS fell while the sessions opened (not a fresh process): no RSS per session".into(),
+            );
+        }
     }
 
     /// Decides whether the run held what it was asked to, and says why not.
     pub fn judge(&mut self) {
-        let mut f = Vec::new();
+        // Failures found before judging (e.g. an interrupted run) stay.
+        let mut f: Vec<String> = std::mem::take(&mut self.failures);
         let s = &self.sessions;
         if s.opened < s.requested {
             let kinds = fmt_map(&s.connect_error_kinds);
@@ -424,11 +435,12 @@ impl Report {
             let via = ps.via.map(|v| format!("{v:?}").to_lowercase()).unwrap_or_default();
             let _ = writeln!(
                 o,
-                "  publish    {} over {via} in {:.1} s: {:.0}/s of {:.0}/s asked; {} accepted, {} refused, {} failed; answer p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                thousands(ps.published),
+                "  publish    stream of {} over {via} in {:.1} s: {:.0}/s of {:.0}/s asked; all {} publishes: {} accepted, {} refused, {} failed; answer p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                thousands(p.stream_sent),
                 p.seconds,
                 p.achieved_rate,
                 p.requested_rate,
+                thousands(ps.published),
                 thousands(ps.accepted),
                 ps.refused,
                 ps.errors,
@@ -497,7 +509,7 @@ impl Report {
         }
         for g in &self.gateways {
             let per = match (g.rss_start, g.rss_idle) {
-                (Some(a), Some(b)) if self.opened > 0 && self.setup.nodes.len() == self.gateways.len() => {
+                (Some(a), Some(b)) if b >= a && self.opened > 0 && self.setup.nodes.len() == self.gateways.len() => {
                     format!(
                         ", ~{:.0} B/session idle",
                         b.saturating_sub(a) as f64 / (self.opened as f64 / self.gateways.len() as f64)

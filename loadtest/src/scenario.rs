@@ -57,10 +57,10 @@ impl Namer {
         format!("lt{}-ch{c}", self.run_id)
     }
 
-    /// A durable message to one held session.
-    pub fn durable_job(&self, kind: &str, n: u64, session: usize) -> Job {
+    /// A durable message to one held session (id `lt{run}-{tag}-{n}`), of latency kind `kind`.
+    pub fn durable_job(&self, kind: &str, tag: &str, n: u64, session: usize) -> Job {
         let envelope = envelope_users(
-            &format!("lt{}-{kind}-{n}", self.run_id),
+            &format!("lt{}-{tag}-{n}", self.run_id),
             &[self.user(session)],
             json!({"sent_us": crate::now_us(), "kind": kind, "n": n}),
             true,
@@ -110,6 +110,8 @@ pub struct Run {
     settle: Duration,
     ramp_wait: Duration,
     ramp_per_s: f64,
+    /// Turns true on the first Ctrl-C: the run ends its phase early, finishes and reports.
+    interrupted: watch::Receiver<bool>,
 }
 
 impl Run {
@@ -187,6 +189,8 @@ impl Run {
             plans.len(),
             gateways.len()
         ));
+        let interrupted = interrupt_on_ctrl_c(ui.clone());
+        let baseline = crate::fleet::baseline(&gateways);
         let fleet = if specs.is_empty() { None } else { Some(Fleet::spawn(specs).await?) };
         let pstats = Arc::new(PublishStats::default());
         let monitor = Monitor::start(Watched {
@@ -195,6 +199,7 @@ impl Run {
             worker_pids: fleet.as_ref().map(Fleet::pids).unwrap_or_default(),
             publish: pstats.clone(),
             gateways,
+            baseline,
             target_sessions: sessions as u64,
             interval: common.output.sample_interval.into(),
             ui: ui.clone(),
@@ -216,6 +221,7 @@ impl Run {
             settle,
             ramp_wait,
             ramp_per_s: f64::from(common.load.ramp_per_s.max(1)),
+            interrupted,
         })
     }
 
@@ -233,14 +239,14 @@ impl Run {
         self.publisher.clone().expect("the publisher lives until finish")
     }
 
-    /// Every worker has exited (nothing more will happen).
-    fn workers_gone(&self) -> bool {
-        self.fleet.as_ref().is_some_and(|f| f.lock().ended.iter().all(|e| *e))
+    /// Every worker has exited (nothing more will happen), or the user interrupted the run.
+    fn should_stop(&self) -> bool {
+        *self.interrupted.borrow() || self.fleet.as_ref().is_some_and(|f| f.lock().ended.iter().all(|e| *e))
     }
 
     /// Sleeps until `deadline`, or until every worker is gone.
     async fn hold_until(&self, deadline: Instant) {
-        while Instant::now() < deadline && !self.workers_gone() {
+        while Instant::now() < deadline && !self.should_stop() {
             tokio::time::sleep_until(deadline.min(Instant::now() + Duration::from_millis(250))).await;
         }
     }
@@ -256,7 +262,7 @@ impl Run {
         let deadline = Instant::now() + self.ramp_wait;
         loop {
             let totals = fleet.totals();
-            if totals.ramp_done || Instant::now() >= deadline || self.workers_gone() {
+            if totals.ramp_done || Instant::now() >= deadline || self.should_stop() {
                 let seconds = totals.ramp_ms as f64 / 1000.0;
                 let seconds = if seconds > 0.0 { seconds } else { self.t() };
                 self.report.connect_seconds = seconds;
@@ -306,7 +312,7 @@ impl Run {
         tokio::spawn(paced(
             self.publisher(),
             crate::publisher::Pace { rate, duration, limit: None },
-            move |n| namer.durable_job("d", n, rng.random_range(0..sessions)),
+            move |n| namer.durable_job("durable", "d", n, rng.random_range(0..sessions)),
             self.pstats.clone(),
             Some(self.ledger.clone()),
             stop,
@@ -341,15 +347,19 @@ impl Run {
         if let Some(fleet) = &self.fleet {
             loop {
                 delivered = fleet.lock().tracked_count(key);
-                if delivered >= expected || Instant::now() >= deadline || self.workers_gone() {
+                if delivered >= expected || Instant::now() >= deadline || self.should_stop() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         let cpu_after = self.monitor.as_ref().and_then(Monitor::gateway_cpu_seconds);
-        let latency =
-            self.fleet.as_ref().and_then(|f| f.lock().tracked.get(key).map(|(_, h)| h.summary())).unwrap_or_default();
+        // Taken out of the fleet's state, so that a long soak's broadcasts do not pile up.
+        let latency = self
+            .fleet
+            .as_ref()
+            .and_then(|f| f.lock().tracked.remove(key).map(|(_, h)| h.summary()))
+            .unwrap_or_default();
         let cpu_us_per_frame = match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if delivered > 0 => Some((a - b) * 1e6 / delivered as f64),
             _ => None,
@@ -401,7 +411,7 @@ impl Run {
         loop {
             let t = fleet.totals();
             let want = self.ledger.total();
-            if t.durable_in_order + t.seq_missing >= want || Instant::now() >= deadline || self.workers_gone() {
+            if t.durable_in_order + t.seq_missing >= want || Instant::now() >= deadline || self.should_stop() {
                 if t.durable_in_order + t.seq_missing < want {
                     self.ui.println(&format!(
                         "drain: {} of {want} durable messages arrived within {:.0} s",
@@ -419,13 +429,15 @@ impl Run {
     /// report is built, judged and written.
     async fn finish(mut self) -> anyhow::Result<Report> {
         self.phase("finish", None);
-        let finals = match &mut self.fleet {
-            Some(fleet) => fleet.finish(Duration::from_secs(20)).await,
-            None => Vec::new(),
-        };
+        // The figures of the run end here: sampling stops before the workers close everything.
+        let open_at_end = self.open_now();
         let (timeline, gateways, worker_peaks) = match self.monitor.take() {
             Some(m) => m.stop(self.started).await,
             None => Default::default(),
+        };
+        let finals = match &mut self.fleet {
+            Some(fleet) => fleet.finish(Duration::from_secs(30)).await,
+            None => Vec::new(),
         };
         if let Some(p) = self.publisher.take() {
             p.close().await;
@@ -440,6 +452,7 @@ impl Run {
             let totals = state.totals();
             let peak = timeline.iter().map(|s| s.open).max().unwrap_or(0).max(totals.open);
             report.sessions = SessionFigures::from_progress(sessions as u64, &totals, peak);
+            report.sessions.open_at_end = open_at_end;
             report.latency = state.kinds.iter().map(|(k, h)| (k.clone(), LatencyFigures::from_histogram(h))).collect();
             // Durable accounting: what each session was sent against what it has.
             let mut accepted = self.ledger.snapshot();
@@ -495,6 +508,9 @@ impl Run {
         for (w, peak) in report.setup.workers.iter_mut().zip(worker_peaks) {
             w.rss_peak = peak;
         }
+        if *self.interrupted.borrow() {
+            report.failures.push("interrupted (Ctrl-C) before the end".into());
+        }
         report.gateways = gateways;
         report.timeline = timeline;
         report.seconds = self.started.elapsed().as_secs_f64();
@@ -503,6 +519,22 @@ impl Run {
         write_outputs(&report, &self.output)?;
         Ok(report)
     }
+}
+
+/// First Ctrl-C: finish early (and still report); second: exit at once.
+fn interrupt_on_ctrl_c(ui: Arc<Ui>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        ui.println("interrupted: finishing the run and writing the report (Ctrl-C again to quit at once)");
+        let _ = tx.send(true);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    rx
 }
 
 fn describe_ips(ips: &[std::net::IpAddr]) -> String {
@@ -577,7 +609,7 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<Report> {
     let stream_started = Instant::now();
     if let Some((interval, count)) = args.broadcast_plan() {
         let mut k = 0;
-        while Instant::now() < hold_end && count.is_none_or(|c| k < c) && !run.workers_gone() {
+        while Instant::now() < hold_end && count.is_none_or(|c| k < c) && !run.should_stop() {
             let next = Instant::now() + interval;
             let result = run.broadcast(&format!("b{k}"), args.delivery_timeout.into()).await;
             run.report.broadcasts.push(result);
@@ -592,6 +624,7 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<Report> {
         stream_seconds = stream_started.elapsed().as_secs_f64().min(duration.as_secs_f64()).max(1e-3);
         let mut figures = publish_figures(&run, args.durable_rate, stream_seconds);
         figures.achieved_rate = sent as f64 / stream_seconds;
+        figures.stream_sent = sent;
         run.report.publish = Some(figures);
     }
     let _ = stream_seconds;
@@ -602,6 +635,7 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<Report> {
 fn publish_figures(run: &Run, rate: f64, seconds: f64) -> PublishFigures {
     let summary = run.pstats.summary(run.publisher.as_ref().map(|p| p.via));
     PublishFigures {
+        stream_sent: 0,
         requested_rate: rate,
         achieved_rate: summary.published as f64 / seconds.max(1e-3),
         seconds,
@@ -635,7 +669,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Report> {
         };
         run.phase(&format!("fanout {name}"), Some(Duration::from(args.interval) * args.messages as u32));
         for m in 0..args.messages {
-            if run.workers_gone() {
+            if run.should_stop() {
                 break;
             }
             let next = Instant::now() + Duration::from(args.interval);
@@ -776,6 +810,7 @@ pub async fn publish(args: PublishScenarioArgs) -> anyhow::Result<Report> {
     let seconds = started.elapsed().as_secs_f64().min(duration.as_secs_f64()).max(1e-3);
     let mut figures = publish_figures(&run, args.rate, seconds);
     figures.achieved_rate = sent as f64 / seconds;
+    figures.stream_sent = sent;
     run.report.publish = Some(figures);
     run.drain(args.drain_timeout.into()).await;
     run.finish().await
@@ -807,7 +842,7 @@ pub async fn storm(args: StormArgs) -> anyhow::Result<Report> {
     let stream = (args.durable_rate > 0.0).then(|| run.durable_stream(args.durable_rate, busy, stop_rx));
     let stream_started = Instant::now();
     for id in 1..=args.storms as u64 {
-        if run.workers_gone() {
+        if run.should_stop() {
             break;
         }
         let result = one_storm(&mut run, &args, id).await;
@@ -831,6 +866,7 @@ pub async fn storm(args: StormArgs) -> anyhow::Result<Report> {
         let seconds = stream_started.elapsed().as_secs_f64().max(1e-3);
         let mut figures = publish_figures(&run, args.durable_rate, seconds);
         figures.achieved_rate = sent as f64 / seconds;
+        figures.stream_sent = sent;
         run.report.publish = Some(figures);
     }
     run.drain(args.drain_timeout.into()).await;
@@ -896,7 +932,7 @@ async fn one_storm(run: &mut Run, args: &StormArgs, id: u64) -> StormResult {
         let jobs: Vec<Job> = picked
             .iter()
             .flat_map(|&g| (0..args.storm_messages).map(move |m| (g, m)))
-            .map(|(g, m)| run.namer.durable_job(&format!("s{id}"), (g * args.storm_messages + m) as u64, g))
+            .map(|(g, m)| run.namer.durable_job("storm", &format!("s{id}"), (g * args.storm_messages + m) as u64, g))
             .collect();
         let outcomes = join_all(jobs.iter().map(|job| send_one(&publisher, job, &run.pstats, Some(&run.ledger)))).await;
         for o in outcomes {
@@ -917,7 +953,8 @@ async fn one_storm(run: &mut Run, args: &StormArgs, id: u64) -> StormResult {
     let k = picked.len() as u64;
     loop {
         let (s, _) = fleet.lock().storm(id);
-        if s.resumed >= k || Instant::now() >= deadline || fleet.lock().ended.iter().all(|e| *e) {
+        let gone = fleet.lock().ended.iter().all(|e| *e) || *run.interrupted.borrow();
+        if s.resumed >= k || Instant::now() >= deadline || gone {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -962,7 +999,7 @@ mod tests {
         assert_eq!(n.user(7), "ltr1-7");
         assert!(pushgate_protocol::UserId::new(&n.user(99_999)).is_ok());
         assert_eq!(n.channel(2), "ltr1-ch2");
-        let job = n.durable_job("d", 5, 4);
+        let job = n.durable_job("durable", "d", 5, 4);
         assert_eq!(job.admin, "http://127.0.0.1:2001");
         assert_eq!(job.durable_to, vec![4]);
         assert_eq!(job.routing_key, "ltr1-4");

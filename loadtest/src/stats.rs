@@ -95,7 +95,8 @@ pub struct SparseHistogram {
     pub buckets: Vec<(u32, u64)>,
     pub min: u64,
     pub max: u64,
-    pub sum: u128,
+    /// Sum of the values (µs; u64 because u128 does not survive serde's tagged enums).
+    pub sum: u64,
 }
 
 impl Histogram {
@@ -239,7 +240,7 @@ impl Histogram {
             buckets: self.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, &c)| (i as u32, c)).collect(),
             min: self.min,
             max: self.max,
-            sum: self.sum,
+            sum: u64::try_from(self.sum).unwrap_or(u64::MAX),
         }
     }
 
@@ -257,7 +258,7 @@ impl Histogram {
         if h.total > 0 {
             h.min = sparse.min;
             h.max = sparse.max;
-            h.sum = sparse.sum;
+            h.sum = u128::from(sparse.sum);
         }
         h
     }

@@ -110,7 +110,8 @@ pub struct Progress {
     pub connect_error_kinds: BTreeMap<String, u64>,
     /// Closes nobody asked for, by close code (1006: the connection broke without a Close).
     pub unexpected_closes: u64,
-    pub close_codes: BTreeMap<u16, u64>,
+    /// (Keys are strings: integer map keys do not survive an internally tagged enum.)
+    pub close_codes: BTreeMap<String, u64>,
     /// `message` frames received.
     pub received: u64,
     /// Durable messages received in `seq` order.
@@ -242,9 +243,21 @@ mod tests {
         }
         assert_eq!(serde_json::to_string(&Command::Finish).unwrap(), r#"{"cmd":"finish"}"#);
         let mut p = Progress { open: 3, ..Progress::default() };
-        p.close_codes.insert(4002, 1);
-        let events =
-            [Event::Progress(p), Event::Final(Final { first: 10, last_seq: vec![1, 2], missing: vec![(11, 1)] })];
+        p.close_codes.insert("4002".into(), 1);
+        let mut h = crate::stats::Histogram::new();
+        h.record(1234);
+        h.record(5_000_000);
+        let latency = LatencyDelta {
+            kinds: BTreeMap::from([("durable".to_owned(), h.to_sparse())]),
+            tracked: vec![TrackedDelta { key: "b1".into(), kind: "broadcast".into(), hist: h.to_sparse() }],
+        };
+        let storm = StormProgress { id: 2, sessions: 3, reconnect_us: h.to_sparse(), ..StormProgress::default() };
+        let events = [
+            Event::Progress(p),
+            Event::Latency(latency),
+            Event::Storm(storm),
+            Event::Final(Final { first: 10, last_seq: vec![1, 2], missing: vec![(11, 1)] }),
+        ];
         for e in events {
             let line = serde_json::to_string(&e).unwrap();
             assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
@@ -254,13 +267,13 @@ mod tests {
     #[test]
     fn totals_add_counters_and_maps_and_need_every_worker_ramped() {
         let mut a = Progress { ramp_done: true, ramp_ms: 5, open: 2, received: 10, ..Progress::default() };
-        a.close_codes.insert(4002, 1);
+        a.close_codes.insert("4002".into(), 1);
         let mut b = Progress { ramp_done: false, ramp_ms: 9, open: 3, received: 1, ..Progress::default() };
-        b.close_codes.insert(4002, 2);
-        b.close_codes.insert(1006, 1);
+        b.close_codes.insert("4002".into(), 2);
+        b.close_codes.insert("1006".into(), 1);
         let t = Progress::total([&a, &b]);
         assert_eq!((t.open, t.received, t.ramp_ms, t.ramp_done), (5, 11, 9, false));
-        assert_eq!(t.close_codes, BTreeMap::from([(1006, 1), (4002, 3)]));
+        assert_eq!(t.close_codes, BTreeMap::from([("1006".into(), 1), ("4002".into(), 3)]));
         b.ramp_done = true;
         assert!(Progress::total([&a, &b]).ramp_done);
         assert!(!Progress::total([]).ramp_done);

@@ -127,7 +127,7 @@ struct Counters {
     ramp_started_all: AtomicBool,
     ramp_ms: AtomicU64,
     connect_error_kinds: Mutex<BTreeMap<String, u64>>,
-    close_codes: Mutex<BTreeMap<u16, u64>>,
+    close_codes: Mutex<BTreeMap<String, u64>>,
     error_codes: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -170,7 +170,9 @@ pub async fn run() -> anyhow::Result<()> {
     let spec: WorkerSpec = serde_json::from_str(&first).context("reading the worker spec")?;
     let addrs = spec.nodes.iter().map(|u| server_addr(u)).collect::<anyhow::Result<Vec<_>>>()?;
     let mint = crate::token_minter_ttl(&spec.secret, spec.token_ttl_s);
-    let slots = (0..spec.count).map(|_| Slot { target: AtomicU64::new(u64::MAX), phase: AtomicU8::new(CALM), ..Slot::default() }).collect();
+    let slots = (0..spec.count)
+        .map(|_| Slot { target: AtomicU64::new(u64::MAX), phase: AtomicU8::new(CALM), ..Slot::default() })
+        .collect();
     let worker = Arc::new(Worker {
         addrs,
         mint,
@@ -184,6 +186,9 @@ pub async fn run() -> anyhow::Result<()> {
         spec,
     });
 
+    // Ctrl-C on a terminal reaches the whole process group: the orchestrator decides when
+    // workers finish, so they ignore it (stdin closing still ends them).
+    tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
     let reporter = tokio::spawn(report_loop(worker.clone()));
     let ramp = tokio::spawn(ramp(worker.clone()));
     let lifetime = tokio::time::sleep(Duration::from_millis(worker.spec.max_lifetime_ms));
@@ -207,7 +212,7 @@ pub async fn run() -> anyhow::Result<()> {
     ramp.abort();
     worker.control.send_modify(|c| c.stop = true);
     let tasks = std::mem::take(&mut *lock(&worker.tasks));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     for task in tasks {
         // Past the deadline, the process exit ends what is left.
         let _ = tokio::time::timeout_at(deadline, task).await;
@@ -252,10 +257,10 @@ async fn report_loop(worker: Arc<Worker>) {
 
 fn report(worker: &Worker) {
     let c = &worker.c;
-    let settled = c.ever_opened.load(Relaxed) + c.given_up.load(Relaxed);
-    let ramp_done = c.ramp_started_all.load(Relaxed) && settled >= worker.spec.count as u64;
-    if ramp_done && c.ramp_ms.load(Relaxed) == 0 {
-        c.ramp_ms.store((worker.started.elapsed().as_millis() as u64).max(1), Relaxed);
+    let done = c.ever_opened.load(Relaxed) + c.given_up.load(Relaxed);
+    let ramp_done = c.ramp_started_all.load(Relaxed) && done >= worker.spec.count as u64;
+    if ramp_done {
+        settled(worker);
     }
     let progress = Progress {
         ramp_done,
@@ -418,6 +423,7 @@ async fn session(worker: Arc<Worker>, local: usize) {
                 } else if !ever_open {
                     if failures >= worker.spec.connect_attempts.max(1) {
                         worker.c.given_up.fetch_add(1, Relaxed);
+                        settled(&worker);
                         return;
                     }
                     Duration::from_secs(1)
@@ -438,6 +444,7 @@ async fn session(worker: Arc<Worker>, local: usize) {
         } else {
             worker.c.ever_opened.fetch_add(1, Relaxed);
             ever_open = true;
+            settled(&worker);
         }
         if storm.take().is_some() && slot.phase.compare_exchange(DOWN, BACK, Relaxed, Relaxed).is_ok() {
             storm_event(&worker, slot, |s| {
@@ -461,7 +468,7 @@ async fn session(worker: Arc<Worker>, local: usize) {
             }
             Ended::Unexpected(code) => {
                 worker.c.unexpected_closes.fetch_add(1, Relaxed);
-                *lock(&worker.c.close_codes).entry(code).or_default() += 1;
+                *lock(&worker.c.close_codes).entry(code.to_string()).or_default() += 1;
                 if !worker.spec.reconnect {
                     return;
                 }
@@ -471,6 +478,15 @@ async fn session(worker: Arc<Worker>, local: usize) {
                 }
             }
         }
+    }
+}
+
+/// Records the ramp's length when the last session is open or given up.
+fn settled(worker: &Worker) {
+    let c = &worker.c;
+    if c.ever_opened.load(Relaxed) + c.given_up.load(Relaxed) >= worker.spec.count as u64 {
+        let ms = (worker.started.elapsed().as_millis() as u64).max(1);
+        let _ = c.ramp_ms.compare_exchange(0, ms, Relaxed, Relaxed);
     }
 }
 

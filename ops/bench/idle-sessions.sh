@@ -21,9 +21,9 @@ for run in $(seq "$runs"); do
   client=$(grep -o 'client=[^ ]*' "$data/out" | cut -d= -f2)
   admin=$(grep -o 'admin=[^ ]*' "$data/out" | cut -d= -f2)
   echo "run $run: gateway pid $pid on $client" >&2
-  "$load_bin" hold --url "ws://$client/ws" --admin "http://$admin" --sessions "$sessions" --workers 2 \
+  "$load_bin" soak --url "ws://$client/ws" --admin "http://$admin" --sessions "$sessions" --workers 2 \
     --ramp-per-s 40000 --duration 30s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pid" \
-    --secret-file "$data/jwt_secret" --report "$reports/run$run.json" >/dev/null
+    --secret-file "$data/jwt_secret" --progress none --report "$reports/run$run.json" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$data"
 done
