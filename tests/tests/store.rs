@@ -214,3 +214,17 @@ async fn the_session_log_records_opens_and_closes(kind: &str) {
     let purged = f.store.purge(now_ms(), 0, now_ms() + 1).await.unwrap();
     assert_eq!(purged.session_log, 2, "both lines were written (and are purged once old)");
 }
+
+/// Gateways and dispatchers of a new cluster start together against an empty database: every one
+/// of them must come up, the migrations applied exactly once.
+#[tokio::test]
+async fn processes_starting_together_on_a_new_database_all_open_it() {
+    let db = TestDatabase::create().await;
+    let opened = join_all((0..6).map(|_| AnyStore::open(&db.url, 2))).await;
+    for (i, store) in opened.into_iter().enumerate() {
+        store.unwrap_or_else(|e| panic!("process {i} could not open the new database: {e}"));
+    }
+    let store = AnyStore::open(&db.url, 2).await.unwrap();
+    let appended = store.append(&[to_user("u", 1)], now_ms(), DAY).await.unwrap();
+    assert_eq!(appended[0].seqs[0].1, 1, "the schema is whole after the concurrent start");
+}

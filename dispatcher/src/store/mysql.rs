@@ -34,7 +34,7 @@ impl MysqlStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        MIGRATIONS.run(&pool).await?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -47,6 +47,29 @@ impl MysqlStore {
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
+}
+
+/// How long a process waits for another one's migrations before it gives up.
+const MIGRATION_LOCK_WAIT_S: u32 = 120;
+
+/// Applies the migrations under a named lock of our own: several gateways and dispatchers start
+/// at once against a new database, and sqlx's own lock (`GET_LOCK(name, -1)`) does not wait on
+/// MariaDB, where a negative timeout fails at once — the second process then finds the first
+/// one's migration half done and refuses to start.
+async fn migrate(pool: &MySqlPool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(CONCAT('pushgate_migrate.', DATABASE()), ?)")
+        .bind(MIGRATION_LOCK_WAIT_S)
+        .fetch_one(&mut *conn)
+        .await?;
+    if got != Some(1) {
+        return Err(StoreError::Migrate(sqlx::migrate::MigrateError::Execute(sqlx::Error::Protocol(format!(
+            "another process held the migration lock for {MIGRATION_LOCK_WAIT_S} s"
+        )))));
+    }
+    let applied = MIGRATIONS.run_direct(&mut *conn).await;
+    sqlx::query("SELECT RELEASE_LOCK(CONCAT('pushgate_migrate.', DATABASE()))").execute(&mut *conn).await?;
+    Ok(applied?)
 }
 
 impl Store for MysqlStore {
