@@ -1,6 +1,6 @@
 //! The client listener: accepting connections under admission control, backing off on accept
 //! errors such as EMFILE instead of spinning, bounding the handshake in time, and running each
-//! admitted connection as a session task until it ends.
+//! admitted connection's set-up in a short-lived task that hands the session to a task of its own.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +17,7 @@ use crate::{
     handshake::{Upgrade, handshake},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
     node::{Entry, Node},
-    session::{ClientState, CloseRequest, Role, Session, SessionHandle},
+    session::{ClientState, CloseRequest, Ended, Role, Session, SessionHandle},
 };
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`);
@@ -71,7 +71,7 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(serve(node.clone(), stream, peer, entry));
+                tasks.spawn(serve(node.clone(), stream, peer, entry, tasks.clone()));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -90,17 +90,16 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
     }
 }
 
-/// One connection: handshake under the timeout, then the session.
-async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAddr, entry: Entry) {
+/// One connection: handshake under the timeout and the session's set-up; the session then runs
+/// as a task of its own (on `tasks`), and this one ends.
+async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAddr, entry: Entry, tasks: TaskTracker) {
     let started = std::time::Instant::now();
     let (permit, full) = match entry {
         Entry::Admitted(permit) => (permit, false),
         Entry::Full(permit) => (permit, true),
         Entry::Shed => return,
     };
-    // Boxed so that the handshake's buffers and timer are not part of every session's future.
-    let upgraded =
-        Box::pin(tokio::time::timeout(node.config.handshake_timeout, handshake(&node, &mut stream, peer, full))).await;
+    let upgraded = tokio::time::timeout(node.config.handshake_timeout, handshake(&node, &mut stream, peer, full)).await;
     let upgraded = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
@@ -114,28 +113,29 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAdd
     };
     node.metrics.handshake_seconds.record(started.elapsed().as_secs_f64());
     match upgraded.upgrade {
-        Upgrade::Client { claims, last_seq } => run_client(&node, stream, claims, last_seq, &upgraded.pipelined).await,
+        Upgrade::Client { claims, last_seq } => {
+            let session = start_client(&node, stream, claims, last_seq).await;
+            tasks.spawn(session.live(&upgraded.pipelined, move |ended| {
+                finish_client(&node, ended);
+                drop(permit);
+            }));
+        }
         Upgrade::Echo => {
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, stream, Role::Echo, None);
-            let ended = session.run(&upgraded.pipelined).await;
-            node.metrics.closed(ended.ending.server_code, ended.ending.client_code);
+            tasks.spawn(session.live(&upgraded.pipelined, move |ended| {
+                node.metrics.closed(ended.ending.server_code, ended.ending.client_code);
+                drop(permit);
+            }));
         }
     }
-    drop(permit);
 }
 
-/// A client session from registration to its end: registered before its cursor is read (so
-/// nothing committed after that is missed: it arrives live, or the replay reads it), welcomed
-/// with its cursor, run, unregistered, and logged.
-async fn run_client(
-    node: &Arc<Node>,
-    stream: TcpStream,
-    claims: SessionClaims,
-    last_seq: Option<u64>,
-    pipelined: &[u8],
-) {
+/// A client session up to its first frame: registered before its cursor is read (so nothing
+/// committed after that is missed: it arrives live, or the replay reads it), and welcomed with
+/// its cursor.
+async fn start_client(node: &Arc<Node>, stream: TcpStream, claims: SessionClaims, last_seq: Option<u64>) -> Session {
     let now = node.clock.now_ms();
     let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
     handle.begin_replay();
@@ -144,16 +144,15 @@ async fn run_client(
     node.metrics.connects.increment(1);
     let shared = handle.shared();
     // Cluster: the replay starts only once the directory shows this session, so that no
-    // message committed meanwhile falls between the replay and live routing. Boxed, like the
-    // cursor lookup: neither future is part of every idle session's state.
+    // message committed meanwhile falls between the replay and live routing.
     let present = match &node.cluster {
         Some(cluster) => {
             let seat = Seat { node: node.node_id.clone(), device: shared.device.clone(), since: shared.since_ms };
-            Box::pin(cluster.join(&shared.user, handle.id_string(), seat)).await
+            cluster.join(&shared.user, handle.id_string(), seat).await
         }
         None => true,
     };
-    let cursor = Box::pin(node.durable.resume_cursor(&shared.user, shared.device.as_ref(), last_seq)).await;
+    let cursor = node.durable.resume_cursor(&shared.user, shared.device.as_ref(), last_seq).await;
     let welcome_cursor = *cursor.as_ref().unwrap_or(&0);
     let welcome = ServerFrame::Welcome {
         session: handle.id_string().into(),
@@ -170,19 +169,16 @@ async fn run_client(
         tracing::warn!(error = %e, "cursor lookup failed; closing the session");
         handle.request_close(CloseRequest::new(CloseCode::Internal, "inbox unavailable"));
     }
-    let event = |kind| SessionEvent {
-        at_ms: now_ms(),
-        kind,
-        session: handle.id_string(),
-        node: node.node_id.clone(),
-        user: shared.user.clone(),
-        device: shared.device.clone(),
-    };
-    node.durable.book.session_event(event(SessionEventKind::Open));
+    node.durable.book.session_event(session_event(node, &handle, SessionEventKind::Open));
     let role = Role::Client(ClientState::new(claims.chs, welcome_cursor));
-    let session = Session::new(node.clone(), handle.clone(), stream, role, Some(welcome));
-    let ended = session.run(pipelined).await;
-    for channel in node.registry.remove(&handle, &ended.channels) {
+    Session::new(node.clone(), handle, stream, role, Some(welcome))
+}
+
+/// A client session after its end: unregistered, left in presence, counted and logged.
+fn finish_client(node: &Arc<Node>, ended: Ended) {
+    let handle = &ended.handle;
+    let shared = handle.shared();
+    for channel in node.registry.remove(handle, &ended.channels) {
         crate::cluster::channel_closed(node, &channel);
     }
     if let Some(cluster) = &node.cluster {
@@ -193,9 +189,21 @@ async fn run_client(
     let ending = ended.ending;
     node.metrics.closed(ending.server_code, ending.client_code);
     let code = ending.server_code.map(CloseCode::as_u16).or(ending.client_code).unwrap_or(1006);
-    node.durable.book.session_event(event(SessionEventKind::Close { code }));
+    node.durable.book.session_event(session_event(node, handle, SessionEventKind::Close { code }));
     if ended.acked {
         node.durable.book.flush_soon();
     }
     tracing::debug!(session = %handle.id_string(), user = %shared.user, ?ending, "session ended");
+}
+
+fn session_event(node: &Node, handle: &SessionHandle, kind: SessionEventKind) -> SessionEvent {
+    let shared = handle.shared();
+    SessionEvent {
+        at_ms: now_ms(),
+        kind,
+        session: handle.id_string(),
+        node: node.node_id.clone(),
+        user: shared.user.clone(),
+        device: shared.device.clone(),
+    }
 }

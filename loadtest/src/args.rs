@@ -9,13 +9,21 @@ use serde::Serialize;
 use crate::{
     plan::{DEFAULT_SOURCE_IPS, MAX_SESSIONS_PER_WORKER, Mode, parse_source_ips},
     progress::ProgressMode,
-    publisher::PublishArgs,
-    wire::StormMethod,
+    publisher::{PublishArgs, Via},
+    wire::{ServerKind, StormMethod},
 };
 
 /// The gateway nodes and how to authenticate.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
+    /// What the sessions connect to: pushgate gateways, or a peer broadcast server to compare
+    /// with (`soak` only): a plain WebSocket at --url, open once upgraded, whose every data frame
+    /// is a broadcast; broadcasts are POSTed to --peer-publish; --admin and the secret are unused.
+    #[arg(long, value_enum, default_value = "pushgate")]
+    pub server: ServerKind,
+    /// With --server peer: where a broadcast's payload (JSON) is POSTed; any 2xx accepts it.
+    #[arg(long, value_name = "URL")]
+    pub peer_publish: Option<String>,
     /// Client endpoints of the gateway nodes, comma-separated or repeated; sessions are spread
     /// over them round-robin.
     #[arg(long = "url", value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
@@ -36,13 +44,36 @@ pub struct TargetArgs {
     /// File holding the secret (a standalone gateway's DATA_DIR/jwt_secret).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
-    /// Gateway processes to sample (RSS, CPU): pids (comma-separated or repeated), or `auto` for
-    /// the processes listening on the --url ports.
+    /// Gateway processes (or a peer server's) to sample (RSS, CPU): pids (comma-separated or
+    /// repeated), or `auto` for the processes listening on the --url ports.
     #[arg(long = "gateway-pid", value_delimiter = ',')]
     pub gateway_pids: Vec<String>,
 }
 
 impl TargetArgs {
+    /// Checks the options that depend on the kind of server.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match (self.server, &self.peer_publish) {
+            (ServerKind::Pushgate, None) => Ok(()),
+            (ServerKind::Pushgate, Some(_)) => bail!("--peer-publish needs --server peer"),
+            (ServerKind::Peer, None) => bail!("--server peer needs --peer-publish URL"),
+            (ServerKind::Peer, Some(url)) => {
+                ensure!(url.starts_with("http://"), "--peer-publish {url}: must start with http://");
+                ensure!(
+                    self.urls.len() == 1,
+                    "--server peer takes one --url (its broadcasts go to one --peer-publish)"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses a peer server for scenarios that need pushgate's features.
+    pub fn pushgate_only(&self, scenario: &str) -> anyhow::Result<()> {
+        ensure!(self.server == ServerKind::Pushgate, "{scenario} needs pushgate: --server peer is for soak");
+        Ok(())
+    }
+
     /// The token secret, from the option, the environment or the file.
     pub fn secret(&self) -> anyhow::Result<String> {
         match (&self.secret, &self.secret_file) {
@@ -74,7 +105,8 @@ pub struct LoadArgs {
     /// Source addresses of the load connections: a range A-B or a list; dealt out to the workers.
     #[arg(long, default_value = DEFAULT_SOURCE_IPS)]
     pub source_ips: String,
-    /// The upgrade, welcome (and subscribed) of a session must complete within this.
+    /// The upgrade, welcome (and subscribed) of a session must complete within this (the upgrade
+    /// alone with --server peer).
     #[arg(long, default_value = "30s")]
     #[serde(serialize_with = "ser_duration")]
     pub connect_timeout: humantime::Duration,
@@ -181,6 +213,10 @@ impl Common {
     pub fn validate(&self, allow_zero_sessions: bool) -> anyhow::Result<()> {
         self.load.validate(allow_zero_sessions)?;
         self.output.validate()?;
+        self.target.validate()?;
+        if self.target.server == ServerKind::Peer {
+            ensure!(self.publish.via == Via::Http, "--server peer: broadcasts go over HTTP, drop --publish-via amqp");
+        }
         ensure!(self.publish.max_in_flight > 0, "--max-in-flight must be at least 1");
         ensure!(!self.target.urls.is_empty(), "give at least one --url");
         crate::plan::Targets::new(self.target.urls.clone(), self.target.admins.clone(), self.target.mode)?;
@@ -219,6 +255,9 @@ impl SoakArgs {
         self.common.validate(false)?;
         ensure!(Duration::from(self.duration) > Duration::ZERO, "--duration must be positive");
         ensure!(self.durable_rate >= 0.0 && self.durable_rate.is_finite(), "--durable-rate must be ≥ 0");
+        if self.common.target.server == ServerKind::Peer {
+            ensure!(self.durable_rate == 0.0, "--durable-rate: a peer server has no durable messages");
+        }
         if let Some(i) = self.broadcast_interval {
             ensure!(Duration::from(i) >= Duration::from_millis(10), "--broadcast-interval is too short");
         }
@@ -276,6 +315,7 @@ pub struct FanoutArgs {
 impl FanoutArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.common.validate(false)?;
+        self.common.target.pushgate_only("fanout")?;
         ensure!(!self.targets.is_empty(), "--targets: name at least one");
         ensure!(self.messages > 0, "--messages must be at least 1");
         ensure!(self.channels > 0, "--channels must be at least 1");
@@ -351,6 +391,7 @@ pub struct PublishScenarioArgs {
 impl PublishScenarioArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.common.validate(true)?;
+        self.common.target.pushgate_only("publish")?;
         ensure!(self.rate > 0.0 && self.rate.is_finite(), "--rate must be positive");
         ensure!(Duration::from(self.duration) > Duration::ZERO, "--duration must be positive");
         ensure!((1..=1000).contains(&self.users_per_message), "--users-per-message must be 1–1000");
@@ -413,6 +454,7 @@ pub struct StormArgs {
 impl StormArgs {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.common.validate(false)?;
+        self.common.target.pushgate_only("storm")?;
         ensure!(self.storm_sessions > 0, "--storm-sessions must be at least 1");
         ensure!(
             self.storm_sessions <= self.common.load.sessions,
@@ -525,6 +567,33 @@ mod tests {
         // A cluster may name one admin API for several nodes.
         parse("soak --mode cluster --url ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws").unwrap();
         parse("publish --sessions 0 --publish-via amqp --amqp-declare topic --amqp-queue q").unwrap();
+    }
+
+    #[test]
+    fn a_peer_server_needs_its_publish_url_and_only_soaks() {
+        let Ok(Cli::Soak(a)) =
+            parse("soak --server peer --url ws://127.0.0.1:7/sub --peer-publish http://127.0.0.1:7/pub --broadcasts 5")
+        else {
+            panic!("soak")
+        };
+        assert_eq!(a.common.target.server, ServerKind::Peer);
+        assert_eq!(a.common.target.peer_publish.as_deref(), Some("http://127.0.0.1:7/pub"));
+        let Ok(Cli::Soak(a)) = parse("soak") else { panic!("soak") };
+        assert_eq!(a.common.target.server, ServerKind::Pushgate);
+        for bad in [
+            "soak --server peer",
+            "soak --server other --peer-publish http://127.0.0.1:7/pub",
+            "soak --peer-publish http://127.0.0.1:7/pub",
+            "soak --server peer --peer-publish ws://127.0.0.1:7/pub",
+            "soak --server peer --peer-publish http://127.0.0.1:7/pub --url ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws --mode cluster",
+            "soak --server peer --peer-publish http://127.0.0.1:7/pub --durable-rate 10",
+            "soak --server peer --peer-publish http://127.0.0.1:7/pub --publish-via amqp",
+            "fanout --server peer --peer-publish http://127.0.0.1:7/pub",
+            "publish --server peer --peer-publish http://127.0.0.1:7/pub",
+            "storm --server peer --peer-publish http://127.0.0.1:7/pub",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! - [`fleet`]: the orchestrator side — spawns worker processes, merges what they report, sends
 //!   them commands, samples the gateways' RSS and CPU into a timeline;
 //! - [`worker`]: one worker process — opens its share of sessions at the ramp rate, holds them,
-//!   checks durable `seq`s, timestamps deliveries, reports JSON lines ([`wire`]);
-//! - [`publisher`]: paced publishing over HTTP (`POST /v1/publish`) or AMQP (publisher confirms);
+//!   checks durable `seq`s, timestamps deliveries, reports JSON lines ([`wire`]); with
+//!   `--server peer` (`soak` only) the sessions are plain WebSockets to another broadcast server,
+//!   measured the same way for comparison (`ops/bench/peers.sh`);
+//! - [`publisher`]: paced publishing over HTTP (`POST /v1/publish`) or AMQP (publisher confirms),
+//!   or a peer server's bare payloads to its publish URL;
 //! - [`report`]: the JSON report, verdict and human summary; [`html`]: the HTML report with
 //!   inline SVG plots; [`progress`]: progress bars while it runs;
 //! - [`seq`]: durable `seq` bookkeeping; [`stats`]: histograms, percentiles, `/proc` figures;

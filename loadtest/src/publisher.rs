@@ -3,7 +3,8 @@
 //! or channel, `application/json`, persistent, mandatory, accepted on the publisher confirm), at
 //! a steady rate with a bounded number in flight. Every publish is timed (send → 202 / confirm)
 //! and counted; accepted durable messages are entered in a [`Ledger`] per receiving session, so
-//! that the end of a run can tell which ones never arrived.
+//! that the end of a run can tell which ones never arrived. A peer server (`--server peer`) gets
+//! no envelope: its broadcasts are the bare payload, POSTed to its publish URL.
 
 use std::{
     collections::BTreeMap,
@@ -130,6 +131,18 @@ impl Job {
             durable_to,
         }
     }
+
+    /// A broadcast to a peer server: the payload alone, with no envelope, admin API or routing
+    /// (the peer publisher knows where it goes).
+    pub fn peer(payload: &Value) -> Self {
+        Self {
+            admin: String::new(),
+            routing_key: String::new(),
+            message_id: None,
+            body: payload.to_string().into_bytes(),
+            durable_to: Vec::new(),
+        }
+    }
 }
 
 /// What became of one publish.
@@ -250,6 +263,11 @@ enum Transport {
     },
     /// Boxed: the AMQP channel and its confirm state dwarf the HTTP client handle.
     Amqp(Box<AmqpPublisher>),
+    /// A peer server's publish endpoint: the job's body POSTed to `url`.
+    Peer {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 /// Sends jobs over one transport, at most `max_in_flight` at once, each within the timeout.
@@ -265,25 +283,31 @@ impl Publisher {
         if args.max_in_flight == 0 {
             bail!("--max-in-flight must be at least 1");
         }
-        let timeout = Duration::from(args.publish_timeout);
         let transport = match args.via {
-            Via::Http => Transport::Http {
-                client: reqwest::Client::builder()
-                    .timeout(timeout)
-                    .pool_max_idle_per_host(args.max_in_flight)
-                    .build()
-                    .context("building the HTTP client")?,
-                api_key,
-            },
+            Via::Http => Transport::Http { client: http_client(args)?, api_key },
             Via::Amqp => Transport::Amqp(Box::new(AmqpPublisher::connect(&args.amqp_url, &args.amqp_exchange).await?)),
         };
-        Ok(Self { transport, in_flight: Arc::new(Semaphore::new(args.max_in_flight)), timeout, via: args.via })
+        Ok(Self::over(transport, args, args.via))
+    }
+
+    /// Publishes to a peer server: each job's body POSTed to `url`.
+    pub fn peer(args: &PublishArgs, url: &str) -> anyhow::Result<Self> {
+        if args.max_in_flight == 0 {
+            bail!("--max-in-flight must be at least 1");
+        }
+        let transport = Transport::Peer { client: http_client(args)?, url: url.to_owned() };
+        Ok(Self::over(transport, args, Via::Http))
+    }
+
+    fn over(transport: Transport, args: &PublishArgs, via: Via) -> Self {
+        let timeout = Duration::from(args.publish_timeout);
+        Self { transport, in_flight: Arc::new(Semaphore::new(args.max_in_flight)), timeout, via }
     }
 
     pub fn amqp(&self) -> Option<&AmqpPublisher> {
         match &self.transport {
             Transport::Amqp(a) => Some(a),
-            Transport::Http { .. } => None,
+            Transport::Http { .. } | Transport::Peer { .. } => None,
         }
     }
 
@@ -293,31 +317,17 @@ impl Publisher {
         let sent = async {
             match &self.transport {
                 Transport::Http { client, api_key } => {
-                    let mut request = client
-                        .post(format!("{}/v1/publish", job.admin))
-                        .header("content-type", "application/json")
-                        .body(job.body.clone());
+                    let mut request = client.post(format!("{}/v1/publish", job.admin));
                     if let Some(key) = api_key {
                         request = request.bearer_auth(key);
                     }
-                    match request.send().await {
-                        Ok(response) if response.status().as_u16() == 202 => {
-                            let us = started.elapsed().as_micros() as u64;
-                            let body: Value = response.json().await.unwrap_or(Value::Null);
-                            Outcome::Accepted { us, duplicate: body["duplicate"] == true }
-                        }
-                        Ok(response) => {
-                            let code = response.status().as_u16();
-                            let mut reason = response.text().await.unwrap_or_default();
-                            reason.truncate(300);
-                            Outcome::Refused { code, reason }
-                        }
-                        Err(e) if e.is_timeout() => Outcome::Error("timeout".into()),
-                        Err(e) if e.is_connect() => Outcome::Error("connect".into()),
-                        Err(e) => Outcome::Error(format!("http: {e}")),
-                    }
+                    post_json(request, &job.body, started, |status| status == reqwest::StatusCode::ACCEPTED).await
                 }
                 Transport::Amqp(amqp) => amqp.publish(&job.routing_key, job.message_id.as_deref(), &job.body).await,
+                // Peers answer 200, 201 or 202 (Nchan: 201 with subscribers, 202 without).
+                Transport::Peer { client, url } => {
+                    post_json(client.post(url), &job.body, started, |status| status.is_success()).await
+                }
             }
         };
         tokio::time::timeout(self.timeout, sent).await.unwrap_or_else(|_| Outcome::Error("timeout".into()))
@@ -327,6 +337,40 @@ impl Publisher {
         if let Transport::Amqp(a) = &self.transport {
             a.close().await;
         }
+    }
+}
+
+fn http_client(args: &PublishArgs) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from(args.publish_timeout))
+        .pool_max_idle_per_host(args.max_in_flight)
+        .build()
+        .context("building the HTTP client")
+}
+
+/// POSTs a JSON body; `accepted` tells which statuses accept it (a JSON answer may say
+/// `"duplicate": true`).
+async fn post_json(
+    request: reqwest::RequestBuilder,
+    body: &[u8],
+    started: Instant,
+    accepted: fn(reqwest::StatusCode) -> bool,
+) -> Outcome {
+    match request.header("content-type", "application/json").body(body.to_vec()).send().await {
+        Ok(response) if accepted(response.status()) => {
+            let us = started.elapsed().as_micros() as u64;
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            Outcome::Accepted { us, duplicate: body["duplicate"] == true }
+        }
+        Ok(response) => {
+            let code = response.status().as_u16();
+            let mut reason = response.text().await.unwrap_or_default();
+            reason.truncate(300);
+            Outcome::Refused { code, reason }
+        }
+        Err(e) if e.is_timeout() => Outcome::Error("timeout".into()),
+        Err(e) if e.is_connect() => Outcome::Error("connect".into()),
+        Err(e) => Outcome::Error(format!("http: {e}")),
     }
 }
 
@@ -550,6 +594,11 @@ mod tests {
         let job = Job::new("http://a", &users, vec![3, 4]);
         assert_eq!((job.routing_key.as_str(), job.message_id.as_deref()), ("u1", Some("m1")));
         assert_eq!(serde_json::from_slice::<Value>(&job.body).unwrap(), users);
+        // A peer gets the payload alone.
+        let payload = json!({"sent_us": 5, "kind": "broadcast", "track": "b0"});
+        let job = Job::peer(&payload);
+        assert_eq!(serde_json::from_slice::<Value>(&job.body).unwrap(), payload);
+        assert!(job.durable_to.is_empty() && job.message_id.is_none());
     }
 
     #[test]

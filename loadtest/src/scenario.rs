@@ -26,7 +26,7 @@ use crate::{
     },
     seq,
     stats::Histogram,
-    wire::{Command, StormMethod, WorkerSpec},
+    wire::{Command, ServerKind, StormMethod, WorkerSpec},
 };
 
 /// How often workers report.
@@ -95,6 +95,8 @@ pub fn storm_pick(n: usize, k: usize, offset: usize) -> Vec<usize> {
 /// A run in progress.
 pub struct Run {
     started: Instant,
+    /// What the sessions connect to, and so how broadcasts are published.
+    server: ServerKind,
     namer: Namer,
     plans: Vec<WorkerPlan>,
     fleet: Option<Fleet>,
@@ -130,11 +132,16 @@ impl Run {
         let gateways = gateway_processes(&common.target.gateway_pids, &targets.urls)?;
         let ips = parse_source_ips(&common.load.source_ips)?;
         let plans = plan_workers(sessions, common.load.workers, &ips)?;
-        let secret = if sessions > 0 { common.target.secret()? } else { String::new() };
+        let server = common.target.server;
+        let secret =
+            if sessions > 0 && server == ServerKind::Pushgate { common.target.secret()? } else { String::new() };
         let run_id = format!("{:x}", crate::now_us() % 0xff_ffff_ffff);
         let namer = Namer { run_id: run_id.clone(), targets: targets.clone(), sessions };
         let ui = Arc::new(Ui::new(common.output.progress, sessions as u64));
-        let publisher = Arc::new(Publisher::new(&common.publish, common.target.api_key.clone()).await?);
+        let publisher = Arc::new(match (server, &common.target.peer_publish) {
+            (ServerKind::Peer, Some(url)) => Publisher::peer(&common.publish, url)?,
+            _ => Publisher::new(&common.publish, common.target.api_key.clone()).await?,
+        });
 
         let ramp_s = sessions as f64 / f64::from(common.load.ramp_per_s.max(1));
         let connect_timeout = Duration::from(common.load.connect_timeout);
@@ -148,6 +155,7 @@ impl Run {
             .iter()
             .map(|p| WorkerSpec {
                 worker: p.index,
+                server,
                 nodes: targets.urls.clone(),
                 user_prefix: namer.user_prefix(),
                 channel_prefix: namer.channel_prefix(),
@@ -206,6 +214,7 @@ impl Run {
         });
         Ok(Self {
             started,
+            server,
             namer,
             plans,
             fleet,
@@ -383,19 +392,22 @@ impl Run {
         }
     }
 
-    /// A broadcast to every session (one publish per standalone node).
+    /// A broadcast to every session (one publish per standalone node; one to a peer server).
     async fn broadcast(&mut self, key: &str, timeout: Duration) -> TrackedResult {
-        let jobs: Vec<Job> = self
-            .namer
-            .targets
-            .fanout_admins()
-            .iter()
-            .map(|(node, admin)| {
-                let id = format!("lt{}-{key}-n{}", self.namer.run_id, node.unwrap_or(0));
-                let data = json!({"sent_us": crate::now_us(), "kind": "broadcast", "track": key});
-                Job::new(admin, &envelope_all(&id, data), vec![])
-            })
-            .collect();
+        let payload = || json!({"sent_us": crate::now_us(), "kind": "broadcast", "track": key});
+        let jobs: Vec<Job> = match self.server {
+            ServerKind::Pushgate => self
+                .namer
+                .targets
+                .fanout_admins()
+                .iter()
+                .map(|(node, admin)| {
+                    let id = format!("lt{}-{key}-n{}", self.namer.run_id, node.unwrap_or(0));
+                    Job::new(admin, &envelope_all(&id, payload()), vec![])
+                })
+                .collect(),
+            ServerKind::Peer => vec![Job::peer(&payload())],
+        };
         let expected = self.open_now();
         self.tracked("broadcast", key, jobs, expected, timeout).await
     }
@@ -574,6 +586,10 @@ fn options_of<T: serde::Serialize>(scenario: &T) -> Value {
 
 fn common_options(common: &Common) -> Value {
     let mut v = options_of(&common.load);
+    v["server"] = json!(common.target.server);
+    if let Some(url) = &common.target.peer_publish {
+        v["peer_publish"] = json!(url);
+    }
     v["urls"] = json!(common.target.urls);
     v["admins"] = json!(common.target.admins);
     v["mode"] = json!(common.target.mode);

@@ -8,10 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::SparseHistogram;
 
+/// What the sessions connect to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    /// pushgate gateways: a token in the URL, a session is open once `welcome` arrives, frames
+    /// are JSON, broadcasts go through the admin API.
+    #[default]
+    Pushgate,
+    /// Another broadcast server, for comparison: a plain WebSocket, open once upgraded; every data
+    /// frame it sends is a broadcast's payload as the load tool published it.
+    Peer,
+}
+
 /// Everything one worker process needs to open and hold its share of sessions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerSpec {
     pub worker: usize,
+    /// What the sessions connect to.
+    pub server: ServerKind,
     /// Client endpoints of the gateway nodes; session `g` goes to `nodes[g % nodes.len()]`.
     pub nodes: Vec<String>,
     /// User of session `g`: `{user_prefix}{g}`.
@@ -283,6 +298,7 @@ mod tests {
     fn a_spec_names_users_channels_and_nodes() {
         let spec = WorkerSpec {
             worker: 0,
+            server: ServerKind::Pushgate,
             nodes: vec!["ws://127.0.0.1:1/ws".into(), "ws://127.0.0.1:2/ws".into()],
             user_prefix: "lt-x-".into(),
             channel_prefix: "lt-x-c".into(),

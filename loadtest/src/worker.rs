@@ -3,6 +3,8 @@
 //! (polling each socket answers the server's Pings), checks durable `seq`s, acks, timestamps every
 //! delivery carrying `data.sent_us`, obeys storm commands, and reports JSON lines on stdout. It
 //! stops on `finish`, when stdin closes (the orchestrator is gone) or when its lifetime is over.
+//! Against a peer server ([`ServerKind::Peer`]) a session is a plain WebSocket, open once upgraded,
+//! and every data frame is a broadcast's bare payload, timestamped the same way.
 
 use std::{
     borrow::Cow,
@@ -40,7 +42,9 @@ use crate::{
     Minter, now_us,
     seq::{SeqEvent, observe},
     stats::Histogram,
-    wire::{Command, Event, Final, LatencyDelta, Progress, StormMethod, StormProgress, TrackedDelta, WorkerSpec},
+    wire::{
+        Command, Event, Final, LatencyDelta, Progress, ServerKind, StormMethod, StormProgress, TrackedDelta, WorkerSpec,
+    },
 };
 
 type Ws = WebSocketStream<TcpStream>;
@@ -502,17 +506,27 @@ async fn wait_or_stop(control: &mut watch::Receiver<Control>, pause: Duration) -
     }
 }
 
-/// Connects and waits for `welcome` (and `subscribed`), handling whatever arrives before.
+/// Connects and waits for `welcome` (and `subscribed`), handling whatever arrives before; a peer
+/// session is open once upgraded.
 async fn establish(worker: &Worker, local: usize, global: usize, resume: Option<u64>) -> Result<Ws, String> {
     let spec = &worker.spec;
     let node = spec.node(global);
-    let mut url = format!("{}?token={}", spec.nodes[node], (worker.mint)(&spec.user(global)));
-    if let Some(seq) = resume {
-        url.push_str(&format!("&last_seq={seq}"));
-    }
+    let url = match spec.server {
+        ServerKind::Pushgate => {
+            let mut url = format!("{}?token={}", spec.nodes[node], (worker.mint)(&spec.user(global)));
+            if let Some(seq) = resume {
+                url.push_str(&format!("&last_seq={seq}"));
+            }
+            url
+        }
+        ServerKind::Peer => spec.nodes[node].clone(),
+    };
     let source = (!spec.source_ips.is_empty()).then(|| spec.source_ips[local % spec.source_ips.len()]);
     let attempt = async {
         let mut ws = upgrade(&url, worker.addrs[node], source).await?;
+        if spec.server == ServerKind::Peer {
+            return Ok(ws);
+        }
         let mut welcomed = false;
         loop {
             let text = match ws.next().await {
@@ -624,6 +638,12 @@ async fn hold(
         let ack_at = conn.ack_at;
         tokio::select! {
             frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) if worker.spec.server == ServerKind::Peer => {
+                    handle_payload(worker, text.as_bytes());
+                }
+                Some(Ok(Message::Binary(payload))) if worker.spec.server == ServerKind::Peer => {
+                    handle_payload(worker, &payload);
+                }
                 Some(Ok(Message::Text(text))) => {
                     if let Frame::Durable = handle_text(worker, local, text.as_str())
                         && let Some(every) = ack_every
@@ -772,14 +792,37 @@ fn handle_text(worker: &Worker, local: usize, text: &str) -> Frame {
     let Some(data) = frame.data.and_then(|raw| serde_json::from_str::<InData>(raw.get()).ok()) else {
         return result;
     };
-    let Some(sent) = data.sent_us else { return result };
-    let latency = received.saturating_sub(sent);
-    let kind = match (&data.kind, frame.seq, &frame.channel) {
-        (Some(kind), _, _) => kind.as_ref(),
-        (None, Some(_), _) => "durable",
-        (None, None, Some(_)) => "channel",
-        (None, None, None) => "broadcast",
+    let kind = match (frame.seq, &frame.channel) {
+        (Some(_), _) => "durable",
+        (None, Some(_)) => "channel",
+        (None, None) => "broadcast",
     };
+    record_latency(worker, data, kind, received);
+    result
+}
+
+/// A peer server's data frame: the payload the load tool published, as it was published.
+fn handle_payload(worker: &Worker, payload: &[u8]) {
+    let received = now_us();
+    let c = &worker.c;
+    c.received.fetch_add(1, Relaxed);
+    match peer_payload(payload) {
+        Some(data) => record_latency(worker, data, "broadcast", received),
+        None => *lock(&c.error_codes).entry("unparsable_frame".to_owned()).or_default() += 1,
+    }
+}
+
+/// The load tool's fields in a peer server's frame, if it is one of the load tool's payloads.
+fn peer_payload(payload: &[u8]) -> Option<InData<'_>> {
+    serde_json::from_slice::<InData>(payload).ok().filter(|data| data.sent_us.is_some())
+}
+
+/// Records a delivery's latency (from `data.sent_us`, when there) under its kind — `data.kind`
+/// when it names one, else `kind` — and under its tracked message (`data.track`).
+fn record_latency(worker: &Worker, data: InData<'_>, kind: &str, received: u64) {
+    let Some(sent) = data.sent_us else { return };
+    let latency = received.saturating_sub(sent);
+    let kind = data.kind.as_deref().unwrap_or(kind);
     let mut lat = lock(&worker.lat);
     match lat.kinds.get_mut(kind) {
         Some(h) => h.record(latency),
@@ -799,7 +842,6 @@ fn handle_text(worker: &Worker, local: usize, text: &str) -> Frame {
             }
         }
     }
-    result
 }
 
 #[cfg(test)]
@@ -819,6 +861,19 @@ mod tests {
         assert!(serde_json::from_str::<InData>(f.data.unwrap().get()).is_err());
         let f: InFrame = serde_json::from_str(r#"{"type":"gap","dropped":3,"channel":"a\"b"}"#).unwrap();
         assert_eq!((f.dropped, f.channel.as_deref()), (Some(3), Some("a\"b")));
+    }
+
+    #[test]
+    fn peer_frames_are_the_published_payload() {
+        let d = peer_payload(br#"{"sent_us":12,"kind":"broadcast","track":"b3"}"#).unwrap();
+        assert_eq!((d.sent_us, d.kind.as_deref(), d.track.as_deref()), (Some(12), Some("broadcast"), Some("b3")));
+        // Escaped strings cannot be borrowed: they still parse.
+        let d = peer_payload(br#"{"sent_us":1,"track":"b\u0033"}"#).unwrap();
+        assert_eq!((d.kind, d.track.as_deref()), (None, Some("b3")));
+        // Not one of ours: a pushgate frame, another server's hello, or not JSON.
+        assert!(peer_payload(br#"{"type":"message","data":{"sent_us":1}}"#).is_none());
+        assert!(peer_payload(b"hello").is_none());
+        assert!(peer_payload(b"").is_none());
     }
 
     #[test]

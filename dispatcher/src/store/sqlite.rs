@@ -39,8 +39,12 @@ impl SqliteStore {
         let writer =
             SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
         MIGRATIONS.run(&writer).await?;
-        let readers =
-            SqlitePoolOptions::new().max_connections(readers.max(1)).connect_with(options.read_only(true)).await?;
+        // Readers serve short inbox pages; a small page cache each keeps a gateway's memory for
+        // sessions rather than for copies of the database (SQLite's default is 2 MiB each).
+        let readers = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .connect_with(options.read_only(true).pragma("cache_size", "-512"))
+            .await?;
         Ok(Self { writer, readers })
     }
 
@@ -67,7 +71,7 @@ impl Store for SqliteStore {
                 list.push_bind(*id);
             });
             q.push(")");
-            for row in q.build().fetch_all(&mut *tx).await? {
+            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                 seen_keys.push((row.try_get::<String, _>(0)?, row.try_get(1)?));
             }
         }
@@ -79,7 +83,7 @@ impl Store for SqliteStore {
                 list.push_bind(*key);
             });
             q.push(") ORDER BY seq");
-            for row in q.build().fetch_all(&mut *tx).await? {
+            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                 rows.push((row.try_get(0)?, row.try_get::<String, _>(1)?, row.try_get(2)?));
             }
         }
@@ -95,7 +99,7 @@ impl Store for SqliteStore {
                 list.push_bind(*u);
             });
             q.push(")");
-            for row in q.build().fetch_all(&mut *tx).await? {
+            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                 let user: String = row.try_get(0)?;
                 if let Some(u) = chunk.iter().find(|u| **u == user) {
                     heads.insert(u, row.try_get(1)?);
@@ -110,6 +114,7 @@ impl Store for SqliteStore {
                     b.push_bind(m.key).push_bind(m.msg_id).push_bind(m.ts).push_bind(m.expires_at).push_bind(m.data);
                 })
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -122,6 +127,7 @@ impl Store for SqliteStore {
                     " ON CONFLICT (msg_id) DO UPDATE SET message = excluded.message, created_at = excluded.created_at",
                 )
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -131,6 +137,7 @@ impl Store for SqliteStore {
                     b.push_bind(*user).push_bind(*seq).push_bind(*key).push_bind(*expires);
                 })
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -141,6 +148,7 @@ impl Store for SqliteStore {
                 })
                 .push(" ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq")
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -209,6 +217,7 @@ impl Store for SqliteStore {
                      updated_at = excluded.updated_at",
                 )
                 .build()
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -239,6 +248,7 @@ impl Store for SqliteStore {
                     .push_bind(e.kind.code().map(i32::from));
             })
             .build()
+            .persistent(false)
             .execute(&mut *conn)
             .await?;
         }

@@ -17,7 +17,7 @@ use std::{
     borrow::Cow,
     cell::RefCell,
     collections::VecDeque,
-    future::{Future, poll_fn},
+    future::Future,
     io::{self, IoSlice},
     pin::Pin,
     sync::Arc,
@@ -99,6 +99,7 @@ enum Phase {
 /// What is left of a session once it ended.
 #[derive(Debug)]
 pub struct Ended {
+    pub handle: SessionHandle,
     /// Its channels, to unregister.
     pub channels: Vec<ChannelName>,
     /// It acked durable messages (its cursor should be written now).
@@ -113,6 +114,29 @@ pub struct Ending {
     pub server_code: Option<CloseCode>,
     /// The code the client closed with, when it closed first.
     pub client_code: Option<u16>,
+}
+
+/// A running session: the whole state of an idle session's task (see [`Session::live`]).
+pub struct Live<F> {
+    session: Option<Session>,
+    finish: Option<F>,
+}
+
+impl<F: FnOnce(Ended) + Unpin> Future for Live<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(session) = this.session.as_mut() else { return Poll::Ready(()) };
+        if session.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let ended = this.session.take().map(Session::into_ended);
+        if let (Some(ended), Some(finish)) = (ended, this.finish.take()) {
+            finish(ended);
+        }
+        Poll::Ready(())
+    }
 }
 
 pub struct Session {
@@ -169,8 +193,11 @@ impl Session {
         &self.handle
     }
 
-    /// Runs the session to its end; returns its channels (to unregister) and how it ended.
-    pub async fn run(mut self, pipelined: &[u8]) -> Ended {
+    /// The session as its own task's future: it first reads `pipelined` (bytes the client sent
+    /// right behind its upgrade request), runs until the connection ends, then hands what is
+    /// left to `finish`. Spawned on its own, after the handshake's task has ended, so that an
+    /// idle session's task holds this state and nothing of the handshake or the set-up.
+    pub fn live<F: FnOnce(Ended) + Send + 'static>(mut self, pipelined: &[u8], finish: F) -> Live<F> {
         if !pipelined.is_empty() {
             let mut bytes = pipelined.to_vec();
             match self.process(&mut bytes) {
@@ -179,10 +206,15 @@ impl Session {
                 Err(v) => self.violation(v),
             }
         }
-        poll_fn(|cx| self.poll(cx)).await;
+        Live { session: Some(self), finish: Some(finish) }
+    }
+
+    fn into_ended(self) -> Ended {
         match self.role {
-            Role::Client(state) => Ended { channels: state.subscriptions, acked: state.acked, ending: self.ending },
-            Role::Echo => Ended { channels: Vec::new(), acked: false, ending: self.ending },
+            Role::Client(state) => {
+                Ended { handle: self.handle, channels: state.subscriptions, acked: state.acked, ending: self.ending }
+            }
+            Role::Echo => Ended { handle: self.handle, channels: Vec::new(), acked: false, ending: self.ending },
         }
     }
 
