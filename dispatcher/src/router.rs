@@ -220,7 +220,9 @@ impl Router {
                 }
             }
         }
-        for (node, messages) in per_node {
+        // One batched delivery per node, published to all nodes at once; each waits for its
+        // confirm (retried until it has it, or until stopping).
+        let sends = per_node.into_iter().map(|(node, messages)| async move {
             let count = messages.len();
             let body = NodeDelivery { messages }.encode();
             let sent = retry("publishing to a node", stop, || async {
@@ -242,10 +244,13 @@ impl Router {
                 }
             })
             .await;
-            if sent.is_none() {
-                return;
+            if sent.is_some() {
+                counter!(ROUTED, "to" => "node").increment(count as u64);
             }
-            counter!(ROUTED, "to" => "node").increment(count as u64);
+            sent.is_some()
+        });
+        if !futures_util::future::join_all(sends).await.into_iter().all(|sent| sent) {
+            return;
         }
         for message in &bus_messages {
             let keys = &self.directory.keys;
@@ -262,10 +267,13 @@ impl Router {
         // Only now: the envelopes are done.
         counter!(INGESTED, "result" => "accepted")
             .increment(items.iter().filter(|i| matches!(i, Item::Accepted(_))).count() as u64);
-        for delivery in &batch {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::debug!(error = %e, "ack failed (the channel is gone; the envelope will be redelivered)");
-            }
+        // One ack for the batch: its deliveries are the channel's oldest unacked ones, in order
+        // (a batch is handled whole before the next is taken). Deliveries from a channel that
+        // has since closed are redelivered by the broker whatever happens here.
+        if let Some(last) = batch.last()
+            && let Err(e) = last.acker.ack(BasicAckOptions { multiple: true }).await
+        {
+            tracing::debug!(error = %e, "ack failed (the channel is gone; the batch will be redelivered)");
         }
     }
 

@@ -20,61 +20,12 @@ runs=${RUNS:-3}
 rates=${RATES:-1000 5000 20000}
 step_rates=${STEP_RATES:-10000 15000 20000 25000 30000 40000}
 broadcast_sessions=${BROADCAST_SESSIONS:-15000}
-secret=bench-secret-0123456789abcdef0123456789
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "${vhost:-}" ]; then rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true; fi
-  if [ -n "${db:-}" ]; then mariadb -uroot -e "DROP DATABASE IF EXISTS $db" || true; fi
-}
-trap 'cleanup; rm -rf "$work"' EXIT
-
-# Waits until `pattern` appears in `file` (a process's ready line), at most 60 s.
-wait_for() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $1" >&2; cat "$1" "${1%.out}.log" >&2; return 1; }
-
-# Starts a fresh cluster: sets `urls`, `admins`, `gw_pids`, `amqp`.
-start_cluster() {
-  cleanup
-  pids=()
-  tag=bench$RANDOM$RANDOM
-  db=pushgate_$tag vhost=$tag
-  rabbitmqctl -q add_vhost "$vhost" >/dev/null
-  rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*' >/dev/null
-  mariadb -uroot -e "CREATE DATABASE $db"
-  amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
-  export PUSHGATE_MYSQL_URL="mysql://root@127.0.0.1:3306/$db" PUSHGATE_REDIS_URL=redis://127.0.0.1:6379 \
-    PUSHGATE_AMQP_URL="$amqp" PUSHGATE_JWT_SECRET=$secret PUSHGATE_API_KEY=bench PUSHGATE_CLUSTER_NAME=$tag \
-    PUSHGATE_LOG=warn
-  for d in 1 2; do
-    "$bin/pushgate-dispatcher" --admin-listen 127.0.0.1:0 >"$work/d$d.out" 2>"$work/d$d.log" &
-    pids+=($!)
-  done
-  for d in 1 2; do wait_for "$work/d$d.out" ready; done
-  urls="" admins="" gw_pids=""
-  for g in 1 2 3; do
-    "$bin/pushgate-gateway" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work" \
-      --set node_id="$tag-g$g" >"$work/g$g.out" 2>"$work/g$g.log" &
-    pids+=($!)
-    gw_pids+="${gw_pids:+,}$!"
-  done
-  for g in 1 2 3; do
-    wait_for "$work/g$g.out" ready
-    urls+="${urls:+,}ws://$(grep -o 'client=[^ ]*' "$work/g$g.out" | cut -d= -f2)/ws"
-    admins+="${admins:+,}http://$(grep -o 'admin=[^ ]*' "$work/g$g.out" | cut -d= -f2)"
-  done
-  # Every process ready (store, broker and Redis connected) before the load starts.
-  for out in "$work"/d?.out "$work"/g?.out; do
-    admin=$(grep -o 'admin=[^ ]*' "$out" | cut -d= -f2)
-    for _ in $(seq 600); do curl -fs "http://$admin/readyz" >/dev/null && break; sleep 0.1; done
-  done
-}
+source ops/bench/cluster-lib.sh
 
 # One soak run against the running cluster; extra arguments go to the load tool. Prints the report path.
 soak() {
   local report=$work/report-$RANDOM$RANDOM.json
-  "$bin/pushgate-loadtest" soak --mode cluster --url "$urls" --admin "${admins%%,*}" --api-key bench \
+  "$bin/pushgate-loadtest" soak --mode cluster --url "$urls" --admin "${admins%%,*}" --api-key "$api_key" \
     --secret "$secret" --gateway-pid "$gw_pids" --publish-via amqp --amqp-url "$amqp" \
     --progress none --report "$report" "$@" >"$work/soak.txt" 2>&1 || true
   echo "$report"
@@ -87,7 +38,7 @@ mkdir -p "$results"
 echo "## durable latency, AMQP publish → receive, $sessions sessions over 3 nodes, $duration per run" >&2
 for rate in $rates; do
   for run in $(seq "$runs"); do
-    start_cluster
+    start_cluster 3 2
     cp "$(soak --sessions "$sessions" --duration "$duration" --durable-rate "$rate" --max-in-flight 4096)" \
       "$results/rate-$rate-run$run.json"
     echo "rate $rate run $run done" >&2
@@ -99,7 +50,7 @@ echo "## highest sustained durable rate" >&2
 echo "| durable rate (asked) | achieved | p50 | p99 | lost | verdict |"
 echo "| ---: | ---: | ---: | ---: | ---: | --- |"
 for rate in $step_rates; do
-  start_cluster
+  start_cluster 3 2
   cp "$(soak --sessions "$sessions" --duration "$duration" --durable-rate "$rate" --max-in-flight 8192)" \
     "$results/step-$rate.json"
   summarise step "$results/step-$rate.json" "$rate" || break
@@ -107,7 +58,7 @@ done
 
 echo "## broadcast across 3 nodes, $broadcast_sessions sessions" >&2
 for run in $(seq "$runs"); do
-  start_cluster
+  start_cluster 3 2
   cp "$(soak --sessions "$broadcast_sessions" --duration 10s --broadcasts 5 --broadcast-interval 1s --ramp-per-s 10000)" \
     "$results/broadcast-run$run.json"
 done
