@@ -4,13 +4,13 @@
 # holds N sessions from 2 load processes (source addresses 127.0.0.2 and .3), times 5 broadcasts,
 # and stops; the summary gives the median over the runs.
 #   ops/bench/idle-sessions.sh [SESSIONS=15000] [RUNS=3] [extra gateway --set options...]
-# Build first: cargo build --release --bins
+# Build first: cargo build --release --bins (GW_BIN=path picks another gateway build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sessions=${1:-15000}
 runs=${2:-3}
 shift $(( $# > 2 ? 2 : $# )) || true
-gw_bin=target/release/pushgate-gateway
+gw_bin=${GW_BIN:-target/release/pushgate-gateway}
 load_bin=target/release/pushgate-loadtest
 reports=$(mktemp -d)
 for run in $(seq "$runs"); do
