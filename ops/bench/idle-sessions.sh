@@ -4,7 +4,8 @@
 # holds N sessions from 2 load processes (source addresses 127.0.0.2 and .3), times 5 broadcasts,
 # and stops; the summary gives the median over the runs.
 #   ops/bench/idle-sessions.sh [SESSIONS=15000] [RUNS=3] [extra gateway --set options...]
-# Build first: cargo build --release --bins (GW_BIN=path picks another gateway build)
+# Build first: cargo build --release --bins (GW_BIN=path picks another gateway build; RAMP=new
+# sessions per second, default 40000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sessions=${1:-15000}
@@ -22,7 +23,7 @@ for run in $(seq "$runs"); do
   admin=$(grep -o 'admin=[^ ]*' "$data/out" | cut -d= -f2)
   echo "run $run: gateway pid $pid on $client" >&2
   "$load_bin" soak --url "ws://$client/ws" --admin "http://$admin" --sessions "$sessions" --workers 2 \
-    --ramp-per-s 40000 --duration 30s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pid" \
+    --ramp-per-s "${RAMP:-40000}" --duration 30s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pid" \
     --secret-file "$data/jwt_secret" --progress none --report "$reports/run$run.json" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$data"

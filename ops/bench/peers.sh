@@ -7,6 +7,7 @@
 # workers, summed) and stops it; the table gives the medians over the runs.
 #   ops/bench/peers.sh [SESSIONS=15000] [RUNS=3]
 #   SERVERS="pushgate nchan uws ws" (the default): pick some, in this order.
+#   RAMP=new sessions per second (default 3000, a rate every server here absorbs).
 # What each peer is, and how it is configured: ops/bench/peers/README.md. The script installs what
 # it lacks (nginx and libnginx-mod-nchan with apt-get, the Node packages of ops/bench/peers with
 # npm), builds the release gateway and load tool, and stops everything it started on exit.
@@ -161,7 +162,7 @@ for run in $(seq "$runs"); do
     echo "run $run: $server (pids $pids) — ${target[*]}" >&2
     rc=0
     timeout "$LOAD_TIMEOUT_S" "$load_bin" soak "${target[@]}" --sessions "$sessions" --workers 2 \
-      --ramp-per-s 40000 --duration 10s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pids" \
+      --ramp-per-s "${RAMP:-3000}" --duration 10s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pids" \
       --progress none --report "$reports/$server-run$run.json" >"$dir/summary" 2>&1 || rc=$?
     if ((rc != 0)); then
       echo "run $run: $server: the load tool exited $rc" >&2
