@@ -68,6 +68,19 @@ impl Namer {
         Job::new(self.targets.admin_for_node(self.targets.node_of(session)), &envelope, vec![session])
     }
 
+    /// One publish per node that must receive a fan-out message (every standalone node; one
+    /// admin API of a cluster), each with its own id `lt{run}-{key}-n{node}`.
+    pub fn fanout_jobs(&self, key: &str, envelope: impl Fn(&str) -> serde_json::Value) -> Vec<Job> {
+        self.targets
+            .fanout_admins()
+            .iter()
+            .map(|(node, admin)| {
+                let id = format!("lt{}-{key}-n{}", self.run_id, node.unwrap_or(0));
+                Job::new(admin, &envelope(&id), vec![])
+            })
+            .collect()
+    }
+
     /// Sessions on `node` (round-robin placement): `node, node + nodes, …`.
     pub fn sessions_on(&self, node: usize) -> usize {
         let nodes = self.targets.urls.len();
@@ -396,16 +409,7 @@ impl Run {
     async fn broadcast(&mut self, key: &str, timeout: Duration) -> TrackedResult {
         let payload = || json!({"sent_us": crate::now_us(), "kind": "broadcast", "track": key});
         let jobs: Vec<Job> = match self.server {
-            ServerKind::Pushgate => self
-                .namer
-                .targets
-                .fanout_admins()
-                .iter()
-                .map(|(node, admin)| {
-                    let id = format!("lt{}-{key}-n{}", self.namer.run_id, node.unwrap_or(0));
-                    Job::new(admin, &envelope_all(&id, payload()), vec![])
-                })
-                .collect(),
+            ServerKind::Pushgate => self.namer.fanout_jobs(key, |id| envelope_all(id, payload())),
             ServerKind::Peer => vec![Job::peer(&payload())],
         };
         let expected = self.open_now();
@@ -597,7 +601,7 @@ fn common_options(common: &Common) -> Value {
     v["publish_via"] = json!(common.publish.via);
     v["max_in_flight"] = json!(common.publish.max_in_flight);
     if common.publish.via == Via::Amqp {
-        v["amqp_url"] = json!(crate::publisher::redact(&common.publish.amqp_url));
+        v["amqp_url"] = json!(pushgate_dispatcher::redact(&common.publish.amqp_url));
         v["amqp_exchange"] = json!(common.publish.amqp_exchange);
     }
     v
@@ -695,17 +699,10 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<Report> {
                     let c = m % args.channels;
                     let key = format!("c{m}");
                     let channel = run.namer.channel(c);
-                    let jobs: Vec<Job> = run
-                        .namer
-                        .targets
-                        .fanout_admins()
-                        .iter()
-                        .map(|(node, admin)| {
-                            let id = format!("lt{}-{key}-n{}", run.namer.run_id, node.unwrap_or(0));
-                            let data = json!({"sent_us": crate::now_us(), "kind": "channel", "track": key});
-                            Job::new(admin, &envelope_channel(&id, &channel, data), vec![])
-                        })
-                        .collect();
+                    let jobs = run.namer.fanout_jobs(&key, |id| {
+                        let data = json!({"sent_us": crate::now_us(), "kind": "channel", "track": key});
+                        envelope_channel(id, &channel, data)
+                    });
                     let expected = run.namer.subscribers(c, args.channels);
                     run.tracked("channel", &key, jobs, expected, timeout).await
                 }
