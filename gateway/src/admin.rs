@@ -42,11 +42,13 @@ pub struct ApiError {
     error: &'static str,
     message: String,
     field: Option<String>,
+    /// The request body was left unread, so the connection cannot carry another request.
+    closes_connection: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error, message: message.into(), field: None }
+        Self { status, error, message: message.into(), field: None, closes_connection: false }
     }
 }
 
@@ -56,7 +58,13 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             body["field"] = field.into();
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.closes_connection {
+            // Said out loud so a pooling client does not send its next request down a
+            // connection the server is about to close (RFC 9112 §9.6).
+            response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -68,7 +76,7 @@ impl From<EnvelopeError> for ApiError {
             StatusCode::BAD_REQUEST
         };
         let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_envelope" };
-        Self { status, error, message: e.to_string(), field: e.field().map(str::to_owned) }
+        Self { status, error, message: e.to_string(), field: e.field().map(str::to_owned), closes_connection: false }
     }
 }
 
@@ -162,7 +170,10 @@ async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejec
     };
     let body = body.map_err(|r| {
         refuse(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
+            ApiError {
+                closes_connection: true,
+                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
+            }
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_envelope", r.body_text())
         })

@@ -183,9 +183,14 @@ impl Gateway {
         }
     }
 
-    pub async fn post_json(&self, path: &str, body: String) -> (u16, Value) {
+    /// POSTs a JSON body to the admin listener; the whole response.
+    pub async fn post(&self, path: &str, body: String) -> reqwest::Response {
         let request = self.http.post(self.admin_url(path)).header("content-type", "application/json").body(body);
-        let response = self.admin(request).send().await.expect("admin request");
+        self.admin(request).send().await.expect("admin request")
+    }
+
+    pub async fn post_json(&self, path: &str, body: String) -> (u16, Value) {
+        let response = self.post(path, body).await;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
