@@ -17,11 +17,13 @@
 //!   inline SVG plots; [`progress`]: progress bars while it runs;
 //! - [`seq`]: durable `seq` bookkeeping; [`stats`]: histograms, percentiles, `/proc` figures;
 //! - [`durable`]: store throughput, durable publish → receive latency, replay speed;
+//! - [`floor`]: the loopback floor — the kernel's own cost of a broadcast, with no server;
 //! - [`watch`]: a command-line client that prints every frame and sends what you type.
 
 pub mod args;
 pub mod durable;
 pub mod fleet;
+pub mod floor;
 pub mod html;
 pub mod plan;
 pub mod progress;

@@ -1,11 +1,12 @@
 //! `pushgate-loadtest`: long-connection soak tests and load for pushgate — `soak` (alias `hold`),
 //! `fanout`, `publish`, `storm`; the durable-path measurements `store`, `latency`, `replay`;
-//! `watch`, a command-line client; and `worker`, what the scenarios spawn.
+//! `floor`, the loopback floor; `watch`, a command-line client; and `worker`, what the scenarios
+//! spawn.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pushgate_loadtest::{args, durable, scenario, watch, worker};
+use pushgate_loadtest::{args, durable, floor, scenario, watch, worker};
 
 #[derive(Parser)]
 #[command(name = "pushgate-loadtest", version, about = "Open, hold and measure many pushgate sessions; publish load")]
@@ -32,6 +33,9 @@ enum Command {
     Latency(durable::LatencyArgs),
     /// Time the replay of an offline user's backlog.
     Replay(durable::ReplayArgs),
+    /// The loopback floor: the kernel's own CPU and time to deliver one small frame to each of N
+    /// TCP connections, with no server in between (the bound under every broadcast figure).
+    Floor(floor::FloorArgs),
     /// Connect one session, print every frame, send what you type.
     Watch(watch::WatchArgs),
     /// (internal) One worker process of the scenarios: its spec and commands on stdin.
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             Command::Store(args) => print(durable::store(args).await),
             Command::Latency(args) => print(durable::latency(args).await),
             Command::Replay(args) => print(durable::replay(args).await),
+            Command::Floor(args) => print(floor::run(args).await),
             Command::Watch(args) => watch::run(args).await.map(|()| true),
             Command::Worker => worker::run().await.map(|()| true),
         }
