@@ -179,13 +179,7 @@ async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejec
         })
     })?;
     match publish::publish(&state.node, &body).await {
-        Ok(published) => {
-            let mut answer = json!({ "id": published.id });
-            if published.duplicate {
-                answer["duplicate"] = true.into();
-            }
-            Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
-        }
+        Ok(published) => Ok((StatusCode::ACCEPTED, Json(published.answer())).into_response()),
         Err(PublishError::Envelope(e)) => Err(refuse(e.into())),
         Err(PublishError::Unavailable(why)) => {
             Err(refuse(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)))

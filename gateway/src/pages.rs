@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use pushgate_protocol::{
-    ChannelPattern, DeviceId, SessionClaims, UserId,
+    ChannelPattern, DeviceId, EnvelopeError, SessionClaims, UserId,
     handshake::{Request, query_param},
     now_ms,
 };
@@ -45,7 +45,10 @@ pub async fn respond(
         ("GET", "/pushgate.js") => response(200, "text/javascript; charset=utf-8", SDK_JS.as_bytes()),
         ("GET", "/dev/token") if dev_allowed => dev_token(node, query),
         ("POST", "/dev/publish") if dev_allowed => match publish::publish(node, body).await {
-            Ok(p) => json_response(202, &json!({ "id": p.id, "duplicate": p.duplicate })),
+            Ok(p) => json_response(202, &p.answer()),
+            Err(PublishError::Envelope(e @ EnvelopeError::DataTooLarge { .. })) => {
+                json_response(413, &json!({ "error": "too_large", "message": e.to_string(), "field": e.field() }))
+            }
             Err(PublishError::Envelope(e)) => {
                 json_response(400, &json!({ "error": "bad_envelope", "message": e.to_string(), "field": e.field() }))
             }
@@ -90,6 +93,7 @@ fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
         400 => "Bad Request",
         403 => "Forbidden",
         405 => "Method Not Allowed",
+        413 => "Content Too Large",
         503 => "Service Unavailable",
         _ => "Status",
     };

@@ -28,6 +28,17 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+impl Published {
+    /// The 202 answer's body (SPEC §5): the id, and `duplicate: true` only when it was one.
+    pub fn answer(&self) -> serde_json::Value {
+        let mut answer = serde_json::json!({ "id": self.id });
+        if self.duplicate {
+            answer["duplicate"] = true.into();
+        }
+        answer
+    }
+}
+
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -1,7 +1,7 @@
 # Starts and stops a pushgate cluster on this machine's MariaDB, Redis and RabbitMQ for the
 # benchmark and soak scripts (sourced, not run): a fresh database, RabbitMQ vhost and Redis prefix
 # each time, so runs never see each other's state. Expects `bin` (the release binaries) to be set.
-#   start_cluster GATEWAYS DISPATCHERS   sets urls, admins (comma-separated), gw_pids, amqp
+#   start_cluster GATEWAYS DISPATCHERS   sets urls, admins (comma-separated), gw_pids, d_pids, amqp
 #   cleanup                              stops what start_cluster started, drops its database and vhost
 secret=bench-secret-0123456789abcdef0123456789
 api_key=bench
@@ -37,9 +37,11 @@ start_cluster() {
   export PUSHGATE_MYSQL_URL="mysql://root@127.0.0.1:3306/$db" PUSHGATE_REDIS_URL=redis://127.0.0.1:6379 \
     PUSHGATE_AMQP_URL="$amqp" PUSHGATE_JWT_SECRET=$secret PUSHGATE_API_KEY=$api_key \
     PUSHGATE_CLUSTER_NAME=$tag PUSHGATE_LOG=warn
+  d_pids=""
   for d in $(seq "$dispatchers"); do
     "$bin/pushgate-dispatcher" --admin-listen 127.0.0.1:0 >"$work/d$d.out" 2>"$work/d$d.log" &
     pids+=($!)
+    d_pids+="${d_pids:+,}$!"
   done
   for d in $(seq "$dispatchers"); do wait_for "$work/d$d.out" ready; done
   urls="" admins="" gw_pids=""

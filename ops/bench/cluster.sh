@@ -7,6 +7,8 @@
 #   2. the highest sustained durable rate: STEP_RATES in turn until one falls short (the
 #      publisher fell behind, a message was lost, or the last delivery lagged more than 1 s);
 #   3. broadcast across the 3 nodes: 5 broadcasts to every held session.
+# With the latency table comes a CPU budget: each part's CPU time per delivered message and the
+# cores the whole run kept busy (2 on this machine).
 # Each rate runs RUNS times (default 3) on a fresh cluster; the summary gives medians.
 #   ops/bench/cluster.sh            # build first: cargo build --release --bins
 # Environment: SESSIONS (3000), DURATION (30s), RUNS (3), RATES, STEP_RATES, BROADCAST_SESSIONS (15000).
@@ -22,12 +24,24 @@ step_rates=${STEP_RATES:-10000 15000 20000 25000 30000 40000}
 broadcast_sessions=${BROADCAST_SESSIONS:-15000}
 source ops/bench/cluster-lib.sh
 
-# One soak run against the running cluster; extra arguments go to the load tool. Prints the report path.
+# CPU seconds so far of each part of the running cluster, as `part=seconds` words: the brokers and
+# the database (every process of theirs on this machine), the dispatchers, the gateways.
+cpu_snapshot() {
+  python3 ops/bench/cluster_summary.py cpu \
+    rabbitmq="$(pgrep -d, -x beam.smp)" mariadb="$(pgrep -d, -x mariadbd)" redis="$(pgrep -d, -x redis-server)" \
+    dispatchers="$d_pids" gateways="$gw_pids"
+}
+
+# One soak run against the running cluster; extra arguments go to the load tool. Prints the report
+# path; beside it (REPORT.cpu) the CPU each part spent during the run, the load tool's included.
 soak() {
-  local report=$work/report-$RANDOM$RANDOM.json
-  "$bin/pushgate-loadtest" soak --mode cluster --url "$urls" --admin "${admins%%,*}" --api-key "$api_key" \
+  local report=$work/report-$RANDOM$RANDOM.json before
+  before=$(cpu_snapshot)
+  /usr/bin/time -f "%U %S" -o "$work/loadtool.time" "$bin/pushgate-loadtest" soak --mode cluster --url "$urls" --admin "${admins%%,*}" --api-key "$api_key" \
     --secret "$secret" --gateway-pid "$gw_pids" --publish-via amqp --amqp-url "$amqp" \
     --progress none --report "$report" "$@" >"$work/soak.txt" 2>&1 || true
+  echo "before $before" >"$report.cpu"
+  echo "after $(cpu_snapshot) loadtool=$(awk '{print $1 + $2}' "$work/loadtool.time")" >>"$report.cpu"
   echo "$report"
 }
 
@@ -39,12 +53,14 @@ echo "## durable latency, AMQP publish → receive, $sessions sessions over 3 no
 for rate in $rates; do
   for run in $(seq "$runs"); do
     start_cluster 3 2
-    cp "$(soak --sessions "$sessions" --duration "$duration" --durable-rate "$rate" --max-in-flight 4096)" \
-      "$results/rate-$rate-run$run.json"
+    report=$(soak --sessions "$sessions" --duration "$duration" --durable-rate "$rate" --max-in-flight 4096)
+    cp "$report" "$results/rate-$rate-run$run.json"
+    cp "$report.cpu" "$results/rate-$rate-run$run.cpu"
     echo "rate $rate run $run done" >&2
   done
 done
 summarise rates "$results" $rates
+summarise budget "$results" $rates
 
 echo "## highest sustained durable rate" >&2
 echo "| durable rate (asked) | achieved | p50 | p99 | lost | verdict |"

@@ -3,6 +3,8 @@
   cluster_summary.py rates DIR RATE...     durable latency per rate, median over the runs
   cluster_summary.py step REPORT RATE      one step of the sustained-rate search; exit 1 when it fell short
   cluster_summary.py broadcast DIR         broadcast across the nodes, median over the runs
+  cluster_summary.py budget DIR RATE...    CPU per delivered message of each part, median over the runs
+  cluster_summary.py cpu PART=PID,PID...   CPU seconds so far of each part's processes (for cluster.sh)
 """
 import glob
 import json
@@ -93,5 +95,55 @@ def broadcast(directory):
     )
 
 
+def cpu_seconds(pid):
+    """User plus system CPU of a process, in seconds (0 when it is gone)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def cpu(*parts):
+    words = []
+    for part in parts:
+        name, _, pids = part.partition("=")
+        words.append(f"{name}={sum(cpu_seconds(p) for p in pids.split(',') if p):.2f}")
+    print(" ".join(words))
+
+
+def spent(path):
+    """CPU seconds each part spent during a run, from its .cpu file."""
+    snap = {}
+    for line in open(path):
+        label, *words = line.split()
+        snap[label] = {k: float(v) for k, v in (w.split("=") for w in words)}
+    after, before = snap["after"], snap["before"]
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
+def budget(directory, *rates):
+    parts = ["rabbitmq", "dispatchers", "mariadb", "redis", "gateways", "loadtool"]
+    names = {"rabbitmq": "RabbitMQ", "dispatchers": "dispatchers (2)", "mariadb": "MariaDB", "redis": "Redis",
+             "gateways": "gateways (3)", "loadtool": "load tool"}
+    print("CPU time per delivered durable message (µs), by part; and the cores the run kept busy:")
+    print()
+    print("| durable rate | " + " | ".join(names[p] for p in parts) + " | all | cores busy |")
+    print("| ---: | " + " | ".join("---:" for _ in parts) + " | ---: | ---: |")
+    for rate in rates:
+        rows = []
+        for path in sorted(glob.glob(f"{directory}/rate-{rate}-run*.json")):
+            r = json.load(open(path))
+            used = spent(path[: -len(".json")] + ".cpu")
+            delivered = max(r["durable"]["received_in_order"], 1)
+            wall = r["publish"]["seconds"]
+            rows.append(({p: used.get(p, 0.0) * 1e6 / delivered for p in parts}, sum(used.values()) / wall))
+        if not rows:
+            continue
+        per = {p: med(x[0][p] for x in rows) for p in parts}
+        print(f"| {int(rate):,}/s | " + " | ".join(f"{per[p]:.0f}" for p in parts)
+              + f" | **{sum(per.values()):.0f}** | {med(x[1] for x in rows):.2f} |")
+
+
 if __name__ == "__main__":
-    {"rates": rates, "step": step, "broadcast": broadcast}[sys.argv[1]](*sys.argv[2:])
+    {"rates": rates, "step": step, "broadcast": broadcast, "budget": budget, "cpu": cpu}[sys.argv[1]](*sys.argv[2:])

@@ -8,6 +8,8 @@
 #   ops/bench/peers.sh [SESSIONS=15000] [RUNS=3]
 #   SERVERS="pushgate nchan uws ws" (the default): pick some, in this order.
 #   RAMP=new sessions per second (default 3000, a rate every server here absorbs).
+# Each round ends with the loopback floor (`pushgate-loadtest floor`): the kernel's own cost of a
+# frame on this machine, with no server, printed under the table.
 # What each peer is, and how it is configured: ops/bench/peers/README.md. The script installs what
 # it lacks (nginx and libnginx-mod-nchan with apt-get, the Node packages of ops/bench/peers with
 # npm), builds the release gateway and load tool, and stops everything it started on exit.
@@ -170,6 +172,9 @@ for run in $(seq "$runs"); do
     fi
     stop_server
   done
+  # The loopback floor in the same round: no server, a plain thread writing each connection once.
+  timeout "$LOAD_TIMEOUT_S" "$load_bin" floor --connections 9000 --rounds 10 >"$reports/floor-run$run.json" \
+    2>"$work/floor-run$run.txt" || echo "run $run: the loopback floor failed" >&2
 done
 
 versions() {
@@ -250,6 +255,22 @@ print()
 print("Latency: per broadcast, p50, p99 and last delivery (max) of publish → receive over every session; the")
 print("median of the run's 5 broadcasts. CPU: the server's CPU time (all its processes) from each publish until its")
 print("last delivery, summed over the 5 broadcasts, per frame delivered. Then the median over the runs.")
+floors = []
+for path in sorted(glob.glob(os.path.join(reports, "floor-run*.json"))):
+    try:
+        floors.append(json.load(open(path)))
+    except ValueError:
+        pass
+if floors:
+    print()
+    print(
+        f"Loopback floor in the same runs (`pushgate-loadtest floor`: no server; one plain thread writes a 100-byte"
+        f" frame to each of {floors[0]['connections']:,} loopback connections, {floors[0]['rounds']} rounds):"
+        f" the writing thread spends {fmt(med([f['sender_cpu_us_per_frame'] for f in floors]), ' µs', 2)} of CPU per frame,"
+        f" writer and readers together {fmt(med([f['process_cpu_us_per_frame'] for f in floors]), ' µs', 2)};"
+        f" p50 {fmt(med([f['median_p50_ms'] for f in floors]), ' ms')}, p99 {fmt(med([f['median_p99_ms'] for f in floors]), ' ms')}."
+        " No server can deliver a frame for less than the writing thread's CPU."
+    )
 print()
 print("Versions: " + versions.replace(";", "; "))
 print()

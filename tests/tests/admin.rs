@@ -127,3 +127,28 @@ async fn health_and_readiness() {
     let (status, _) = gw.get_json("/nope").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn the_demo_pages_publish_answers_like_the_admin_api() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("max_data_bytes", 1000)).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/dev/publish", gw.client_addr);
+    let publish = |body: serde_json::Value| {
+        let request = http.post(&url).header("content-type", "application/json").body(body.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let envelope = json!({"id": "demo-1", "to": {"users": ["dora"]}, "data": 1});
+    assert_eq!(publish(envelope.clone()).await, (202, json!({"id": "demo-1"})));
+    assert_eq!(publish(envelope).await, (202, json!({"id": "demo-1", "duplicate": true})));
+    let (status, answer) = publish(json!({"to": {"all": true}, "data": "x".repeat(2000)})).await;
+    assert_eq!((status, answer["error"].as_str(), answer["field"].as_str()), (413, Some("too_large"), Some("data")));
+    let (status, answer) = publish(json!({"to": {"users": []}, "data": 1})).await;
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["field"].as_str()),
+        (400, Some("bad_envelope"), Some("to.users"))
+    );
+}
