@@ -104,7 +104,7 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / 100.0
 
 
-def cpu(*parts):
+def cpu_now(*parts):
     words = []
     for part in parts:
         name, _, pids = part.partition("=")
@@ -146,4 +146,4 @@ def budget(directory, *rates):
 
 
 if __name__ == "__main__":
-    {"rates": rates, "step": step, "broadcast": broadcast, "budget": budget, "cpu": cpu}[sys.argv[1]](*sys.argv[2:])
+    {"rates": rates, "step": step, "broadcast": broadcast, "budget": budget, "cpu": cpu_now}[sys.argv[1]](*sys.argv[2:])
