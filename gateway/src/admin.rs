@@ -70,12 +70,7 @@ impl IntoResponse for ApiError {
 
 impl From<EnvelopeError> for ApiError {
     fn from(e: EnvelopeError) -> Self {
-        let status = if matches!(e, EnvelopeError::DataTooLarge { .. }) {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        let error = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_envelope" };
+        let (status, error) = publish::envelope_refusal(&e);
         Self { status, error, message: e.to_string(), field: e.field().map(str::to_owned), closes_connection: false }
     }
 }

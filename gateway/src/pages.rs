@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use pushgate_protocol::{
-    ChannelPattern, DeviceId, EnvelopeError, SessionClaims, UserId,
+    ChannelPattern, DeviceId, SessionClaims, UserId,
     handshake::{Request, query_param},
     now_ms,
 };
@@ -46,11 +46,9 @@ pub async fn respond(
         ("GET", "/dev/token") if dev_allowed => dev_token(node, query),
         ("POST", "/dev/publish") if dev_allowed => match publish::publish(node, body).await {
             Ok(p) => json_response(202, &p.answer()),
-            Err(PublishError::Envelope(e @ EnvelopeError::DataTooLarge { .. })) => {
-                json_response(413, &json!({ "error": "too_large", "message": e.to_string(), "field": e.field() }))
-            }
             Err(PublishError::Envelope(e)) => {
-                json_response(400, &json!({ "error": "bad_envelope", "message": e.to_string(), "field": e.field() }))
+                let (status, error) = publish::envelope_refusal(&e);
+                json_response(status.as_u16(), &json!({ "error": error, "message": e.to_string(), "field": e.field() }))
             }
             Err(PublishError::Unavailable(why)) => {
                 json_response(503, &json!({ "error": "unavailable", "message": why }))

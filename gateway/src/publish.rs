@@ -39,6 +39,15 @@ impl Published {
     }
 }
 
+/// How a refused envelope is answered over HTTP (SPEC §5): 413 `too_large` for oversized data,
+/// else 400 `bad_envelope`.
+pub fn envelope_refusal(e: &EnvelopeError) -> (axum::http::StatusCode, &'static str) {
+    match e {
+        EnvelopeError::DataTooLarge { .. } => (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        _ => (axum::http::StatusCode::BAD_REQUEST, "bad_envelope"),
+    }
+}
+
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

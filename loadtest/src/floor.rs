@@ -37,6 +37,10 @@ pub struct FloorArgs {
     /// Broadcast rounds; CPU is summed over all of them, latency is the median round's.
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
+    /// Quiet time before each round, so that one round's stragglers (ACKs, wake-ups) do not
+    /// land in the next.
+    #[arg(long, default_value = "300ms")]
+    pub pause: humantime::Duration,
 }
 
 /// What the receivers share: the latencies of the current round and when it is complete.
@@ -79,9 +83,10 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<serde_json::Value> {
     let process = std::process::id();
     let mut frame = vec![0u8; args.bytes];
     let mut rounds = Vec::with_capacity(args.rounds);
+    let mut summaries = Vec::with_capacity(args.rounds);
     let (mut sender_cpu_s, mut process_cpu_s, mut frames) = (0.0, 0.0, 0usize);
     for round in 0..args.rounds {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(*args.pause).await;
         inbox.received.store(0, Relaxed);
         inbox.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let complete = inbox.complete.notified();
@@ -109,6 +114,7 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<serde_json::Value> {
         let cpu = stats::cpu_seconds(process).unwrap_or(0.0) - cpu_before;
         let mut latencies = std::mem::take(&mut *inbox.latencies_us.lock().unwrap_or_else(|e| e.into_inner()));
         let summary = stats::summarize(&mut latencies);
+        summaries.push(summary);
         sender_cpu_s += write_cpu;
         process_cpu_s += cpu;
         frames += args.connections;
@@ -126,29 +132,25 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<serde_json::Value> {
             "latency": summary,
         }));
     }
-    let mut p99: Vec<f64> = rounds.iter().filter_map(|r| r["latency"]["p99_ms"].as_f64()).collect();
-    let mut p50: Vec<f64> = rounds.iter().filter_map(|r| r["latency"]["p50_ms"].as_f64()).collect();
-    let per_frame_us = |seconds: f64| seconds * 1e6 / frames as f64;
-    let report = json!({
+    let p50 = stats::median(&mut summaries.iter().map(|s| s.p50_ms).collect::<Vec<_>>());
+    let p99 = stats::median(&mut summaries.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
+    let sender_us = sender_cpu_s * 1e6 / frames as f64;
+    let process_us = process_cpu_s * 1e6 / frames as f64;
+    eprintln!(
+        "floor: {} connections × {} rounds: sender {sender_us:.2} µs CPU per frame, sender + readers \
+         {process_us:.2} µs CPU per frame; median p50 {p50:.1} ms, p99 {p99:.1} ms",
+        args.connections, args.rounds,
+    );
+    Ok(json!({
         "connections": args.connections,
         "bytes": args.bytes,
         "rounds": args.rounds,
-        "median_p50_ms": stats::median(&mut p50),
-        "median_p99_ms": stats::median(&mut p99),
-        "sender_cpu_us_per_frame": per_frame_us(sender_cpu_s),
-        "process_cpu_us_per_frame": per_frame_us(process_cpu_s),
+        "median_p50_ms": p50,
+        "median_p99_ms": p99,
+        "sender_cpu_us_per_frame": sender_us,
+        "process_cpu_us_per_frame": process_us,
         "per_round": rounds,
-    });
-    eprintln!(
-        "floor: {} connections × {} rounds: sender {:.2} µs CPU per frame, sender + readers {:.2} µs CPU per frame; median p50 {:.1} ms, p99 {:.1} ms",
-        args.connections,
-        args.rounds,
-        report["sender_cpu_us_per_frame"].as_f64().unwrap_or(0.0),
-        report["process_cpu_us_per_frame"].as_f64().unwrap_or(0.0),
-        report["median_p50_ms"].as_f64().unwrap_or(0.0),
-        report["median_p99_ms"].as_f64().unwrap_or(0.0),
-    );
-    Ok(report)
+    }))
 }
 
 /// One reader: every frame's latency from the timestamp it carries.
@@ -176,7 +178,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_connection_gets_every_round() {
-        let report = run(FloorArgs { connections: 50, bytes: 64, rounds: 2 }).await.unwrap();
+        let report =
+            run(FloorArgs { connections: 50, bytes: 64, rounds: 2, pause: Duration::ZERO.into() }).await.unwrap();
         assert_eq!(report["per_round"].as_array().unwrap().len(), 2);
         for round in report["per_round"].as_array().unwrap() {
             assert_eq!(round["latency"]["count"], 50);
@@ -186,7 +189,8 @@ mod tests {
 
     #[tokio::test]
     async fn out_of_range_arguments_are_refused() {
-        assert!(run(FloorArgs { connections: 20_000, bytes: 100, rounds: 1 }).await.is_err());
-        assert!(run(FloorArgs { connections: 10, bytes: 4, rounds: 1 }).await.is_err());
+        let pause = Duration::ZERO.into();
+        assert!(run(FloorArgs { connections: 20_000, bytes: 100, rounds: 1, pause }).await.is_err());
+        assert!(run(FloorArgs { connections: 10, bytes: 4, rounds: 1, pause }).await.is_err());
     }
 }
