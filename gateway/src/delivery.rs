@@ -1,8 +1,12 @@
 //! Delivery of a message to this node's sessions: to every device of some users, to a channel's
 //! subscribers, or to everyone. The `message` frame is encoded once (once per user when it
-//! carries that user's `seq`) and the same `Bytes` is queued to every receiving session.
+//! carries that user's `seq`) and the same `Bytes` is pushed to every receiving session — written
+//! to its socket right away when the session is idle (a direct write), queued otherwise.
+//!
+//! With direct writes the walk over the audience is where a broadcast's CPU goes (one `send`
+//! per session), so a large audience is walked by several threads at once, one part each.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, num::NonZeroUsize};
 
 use metrics::counter;
 use pushgate_protocol::{ChannelName, ServerFrame, UserId};
@@ -11,8 +15,14 @@ use serde_json::value::RawValue;
 use crate::{
     metrics::{DELIVERIES, DROPS},
     node::Node,
+    registry::SESSION_SHARDS,
     session::{Outbound, Pushed, SessionHandle},
 };
+
+/// Audiences at least this large are walked by several threads (one per core, at most
+/// [`MAX_WALKERS`]); a thread costs tens of microseconds to start, a session's `send` several.
+pub const PARALLEL_WALK_FROM: usize = 2048;
+const MAX_WALKERS: usize = 8;
 
 /// Who receives a delivery on this node.
 #[derive(Debug, Clone, Copy)]
@@ -26,18 +36,33 @@ pub enum Audience<'a> {
 /// What one delivery did on this node.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
-    /// Sessions the message was queued to.
+    /// Sessions the message was handed to: queued, or written at once.
     pub queued: usize,
+    /// Of those, sessions it was written to at once (a direct write).
+    pub sent: usize,
     /// Sessions that dropped it (non-durable, outbox full); they get a `gap` frame.
     pub dropped: usize,
     /// Sessions closed with 4001 because a durable message did not fit.
     pub overflowed: usize,
 }
 
+impl std::ops::AddAssign for Delivered {
+    fn add_assign(&mut self, other: Self) {
+        self.queued += other.queued;
+        self.sent += other.sent;
+        self.dropped += other.dropped;
+        self.overflowed += other.overflowed;
+    }
+}
+
 impl Delivered {
     fn count(&mut self, pushed: Pushed) {
         match pushed {
             Pushed::Queued => self.queued += 1,
+            Pushed::Sent => {
+                self.queued += 1;
+                self.sent += 1;
+            }
             Pushed::Dropped => self.dropped += 1,
             Pushed::Overflow => self.overflowed += 1,
             Pushed::Closed | Pushed::Deferred => {}
@@ -64,23 +89,71 @@ fn frame(content: Content<'_>, seq: Option<u64>, channel: Option<&ChannelName>) 
     .encode()
 }
 
-/// Queues a message to its audience on this node.
+/// Pushes `out` to one session: written at once or queued.
+fn push(node: &Node, out: &Outbound, channel: Option<&ChannelName>, session: &SessionHandle, done: &mut Delivered) {
+    let pushed = session.push(out.clone(), channel, node.outbox_limits);
+    if pushed == Pushed::Sent {
+        let age = node.clock.now_ms().saturating_sub(out.born_ms);
+        node.metrics.delivery_seconds.record(age as f64 / 1000.0);
+        node.metrics.bytes_out.increment(out.frame.len() as u64);
+    }
+    done.count(pushed);
+}
+
+/// Threads to walk an audience of `size` sessions with.
+fn walkers(size: usize) -> usize {
+    if size < PARALLEL_WALK_FROM {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get).min(MAX_WALKERS)
+}
+
+/// Runs `walk(part, parts)` for each of `parts` parts, the first on this thread and the others
+/// on scoped threads, and adds up what they did.
+fn walk_in_parts(parts: usize, walk: impl Fn(usize, usize) -> Delivered + Sync) -> Delivered {
+    if parts <= 1 {
+        return walk(0, 1);
+    }
+    std::thread::scope(|scope| {
+        let walk = &walk;
+        let others: Vec<_> = (1..parts).map(|part| scope.spawn(move || walk(part, parts))).collect();
+        let mut done = walk(0, parts);
+        for other in others {
+            done += other.join().expect("a delivery walk panicked");
+        }
+        done
+    })
+}
+
+/// Queues a message to its audience on this node (or writes it at once, see the module doc).
 pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Delivered {
     let born_ms = node.clock.now_ms();
-    let limits = node.outbox_limits;
     let mut done = Delivered::default();
-    let push_all = |done: &mut Delivered, out: &Outbound, channel: Option<&ChannelName>, session: &SessionHandle| {
-        done.count(session.push(out.clone(), channel, limits));
-    };
     let target = match audience {
         Audience::All => {
             let out = Outbound { frame: frame(content, None, None), seq: 0, born_ms };
-            node.registry.for_each(|s| push_all(&mut done, &out, None, s));
+            // Part `p` of `n` walks the registry shards p, p + n, p + 2n, ...
+            done = walk_in_parts(walkers(node.registry.len()), |part, parts| {
+                let mut done = Delivered::default();
+                for shard in (part..SESSION_SHARDS).step_by(parts) {
+                    node.registry.for_each_in_shard(shard, |s| push(node, &out, None, s, &mut done));
+                }
+                done
+            });
             "all"
         }
         Audience::Channel(channel) => {
             let out = Outbound { frame: frame(content, None, Some(channel)), seq: 0, born_ms };
-            node.registry.for_channel(channel, |s| push_all(&mut done, &out, Some(channel), s));
+            let subscribers = node.registry.subscribers(channel);
+            let parts = walkers(subscribers.len());
+            let chunk = subscribers.len().div_ceil(parts).max(1);
+            done = walk_in_parts(parts, |part, _| {
+                let mut done = Delivered::default();
+                for s in subscribers.chunks(chunk).nth(part).unwrap_or_default() {
+                    push(node, &out, Some(channel), s, &mut done);
+                }
+                done
+            });
             "channel"
         }
         Audience::Users(users) => {
@@ -98,12 +171,13 @@ pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Del
                 } else {
                     Outbound { frame: frame(content, Some(*seq), None), seq: *seq, born_ms }
                 };
-                sessions.iter().for_each(|s| push_all(&mut done, &out, None, s));
+                sessions.iter().for_each(|s| push(node, &out, None, s, &mut done));
             }
             "users"
         }
     };
-    node.metrics.outbox_frames.increment(done.queued as f64);
+    node.metrics.outbox_frames.increment((done.queued - done.sent) as f64);
+    node.metrics.frames_out.increment(done.sent as u64);
     counter!(DELIVERIES, "target" => target).increment(done.queued as u64);
     if done.dropped > 0 {
         node.metrics.drops_overflow.increment(done.dropped as u64);
@@ -112,4 +186,34 @@ pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Del
         counter!(DROPS, "reason" => "slow_consumer_closed").increment(done.overflowed as u64);
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn a_walk_in_parts_runs_every_part_once_and_adds_them_up() {
+        let seen = Mutex::new(Vec::new());
+        let done = walk_in_parts(3, |part, parts| {
+            assert_eq!(parts, 3);
+            seen.lock().unwrap().push((part, std::thread::current().id()));
+            Delivered { queued: part + 1, sent: 1, dropped: 0, overflowed: part }
+        });
+        assert_eq!(done, Delivered { queued: 6, sent: 3, dropped: 0, overflowed: 3 });
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_by_key(|(part, _)| *part);
+        assert_eq!(seen.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(seen[0].1, std::thread::current().id(), "the first part runs on the caller's thread");
+        assert_ne!(seen[1].1, seen[2].1, "the others on threads of their own");
+    }
+
+    #[test]
+    fn small_audiences_are_walked_by_one_thread() {
+        assert_eq!(walkers(PARALLEL_WALK_FROM - 1), 1);
+        assert!(walkers(PARALLEL_WALK_FROM) >= 1);
+        assert!(walkers(usize::MAX) <= MAX_WALKERS);
+    }
 }

@@ -80,7 +80,10 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
         node.registry.for_each_in_shard(shard, |session| match check(session, now, &t) {
             Check::Ping => {
                 // A full outbox already proves the session is busy; skipping the Ping is fine.
-                if session.push(Outbound::control(ping.clone()), None, node.outbox_limits) == Pushed::Queued {
+                if matches!(
+                    session.push(Outbound::control(ping.clone()), None, node.outbox_limits),
+                    Pushed::Queued | Pushed::Sent
+                ) {
                     pings += 1;
                 }
             }

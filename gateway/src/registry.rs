@@ -111,11 +111,12 @@ impl Registry {
         self.channels.len()
     }
 
-    /// Calls `f` for each session of shard `index` (the heartbeat wheel's slot).
-    pub fn for_each_in_shard(&self, index: usize, mut f: impl FnMut(&SessionHandle)) {
-        for session in self.shards[index % SESSION_SHARDS].lock().values() {
-            f(session);
-        }
+    /// Calls `f` for each session of shard `index` (the heartbeat wheel's slot), outside the
+    /// shard's lock (`f` may write to sockets).
+    pub fn for_each_in_shard(&self, index: usize, f: impl FnMut(&SessionHandle)) {
+        let sessions: SmallVec<[SessionHandle; 64]> =
+            self.shards[index % SESSION_SHARDS].lock().values().cloned().collect();
+        sessions.iter().for_each(f);
     }
 
     /// Calls `f` for every session, one shard at a time.
@@ -125,11 +126,9 @@ impl Registry {
         }
     }
 
-    /// Calls `f` for each subscriber of `channel`.
-    pub fn for_channel(&self, channel: &ChannelName, mut f: impl FnMut(&SessionHandle)) {
-        if let Some(subscribers) = self.channels.get(channel) {
-            subscribers.values().for_each(&mut f);
-        }
+    /// The subscribers of `channel` on this node.
+    pub fn subscribers(&self, channel: &ChannelName) -> Vec<SessionHandle> {
+        self.channels.get(channel).map(|s| s.values().cloned().collect()).unwrap_or_default()
     }
 
     /// The sessions of `user` on this node.
@@ -171,9 +170,7 @@ mod tests {
         let news = ChannelName::new("news").unwrap();
         assert!(r.subscribe(&news, &a1));
         assert!(!r.subscribe(&news, &b));
-        let mut seen = 0;
-        r.for_channel(&news, |_| seen += 1);
-        assert_eq!(seen, 2);
+        assert_eq!(r.subscribers(&news).len(), 2);
         assert!(r.remove(&a1, std::slice::from_ref(&news)).is_empty());
         assert_eq!(r.remove(&b, std::slice::from_ref(&news)), vec![news.clone()]);
         assert_eq!(r.channel_count(), 0);

@@ -5,6 +5,16 @@
 //! The outbox is a `VecDeque` behind a short mutex with the session task's waker beside it,
 //! rather than a channel: an idle session then holds no queue allocation at all (a tokio mpsc
 //! channel allocates a block of slots up front), and the task takes the whole queue in one swap.
+//!
+//! Direct writes: while the task has nothing to write, it lends its socket to the outbox
+//! ([`SessionHandle::lend_socket`]), and a non-durable frame pushed into an empty outbox is
+//! written to the socket right there, under the outbox lock, without waking the task (a
+//! broadcast then costs one `send` per session instead of a wake-up, a poll and a `writev`).
+//! Whatever does not go out at once (the socket is full, part of the frame was written) is
+//! queued and the task woken, and the task takes the socket back under the same lock before it
+//! writes anything itself, so frames never interleave. The loan ends with the session task
+//! ([`SessionHandle::reclaim_socket`]), so the outbox never keeps a finished session's socket
+//! open.
 
 use std::{
     collections::VecDeque,
@@ -18,6 +28,7 @@ use std::{
 use bytes::Bytes;
 use parking_lot::Mutex;
 use pushgate_protocol::{ChannelName, CloseCode, DeviceId, ServerFrame, UserId};
+use tokio::net::TcpStream;
 
 /// Unique within a node run: a random boot prefix and a counter.
 pub type SessionId = u64;
@@ -66,6 +77,8 @@ pub struct OutboxLimits {
 /// What became of a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
+    /// Written to the socket at once (a direct write), whole.
+    Sent,
     Queued,
     /// A non-durable frame was dropped because the outbox is full; a `gap` will say so.
     Dropped,
@@ -97,7 +110,8 @@ struct Outbox {
     /// Non-durable frames dropped since the task last took the queue, per channel (`None`:
     /// user or broadcast messages).
     gaps: Vec<(Option<ChannelName>, u64)>,
-    close: Option<CloseRequest>,
+    /// Boxed: an open session carries a null pointer for it.
+    close: Option<Box<CloseRequest>>,
     close_taken: bool,
     /// The session is replaying its inbox: durable frames that do not fit are deferred.
     replaying: bool,
@@ -105,7 +119,53 @@ struct Outbox {
     missed: bool,
     /// The node asked the session to re-read its inbox.
     catch_up: bool,
+    /// The socket, while the task lends it for direct writes (it has nothing to write).
+    lent: Option<Arc<TcpStream>>,
+    /// Bytes of the queue's head that a direct write already sent (0: none): the task writes
+    /// the rest before anything of its own. A frame is at most the outbox's byte limit.
+    head_written: u32,
     waker: Option<Waker>,
+}
+
+impl Outbox {
+    /// Writes `out` to the lent socket when that keeps the order of frames: non-durable (a
+    /// durable frame's `seq` is checked by the task), nothing queued, no inbox read under way.
+    /// Returns the frame unless it was written whole.
+    fn write_direct(&mut self, out: Outbound) -> Direct {
+        let Some(stream) = &self.lent else { return Direct::NotSent(out) };
+        if out.seq != 0 || !self.queue.is_empty() || !self.gaps.is_empty() || self.replaying || self.catch_up {
+            return Direct::NotSent(out);
+        }
+        let written = stream.try_write(&out.frame);
+        if matches!(written, Ok(n) if n == out.frame.len()) {
+            return Direct::Sent;
+        }
+        // A full socket, an error (the task meets it on its next read or write) or a partial
+        // write: the task takes over.
+        self.lent = None;
+        match written {
+            Ok(n) if n > 0 => {
+                self.head_written = u32::try_from(n).unwrap_or(u32::MAX);
+                Direct::Partly(out)
+            }
+            _ => Direct::NotSent(out),
+        }
+    }
+
+    /// Queues a frame and takes the task's waker.
+    fn enqueue(&mut self, out: Outbound) -> Option<Waker> {
+        self.bytes += out.frame.len();
+        self.queue.push_back(out);
+        self.waker.take()
+    }
+}
+
+/// What a direct write did.
+enum Direct {
+    Sent,
+    /// Part of it was written; it must be queued (whatever the limits) for the task to finish.
+    Partly(Outbound),
+    NotSent(Outbound),
 }
 
 /// The shared half of a session; cheap to clone.
@@ -169,13 +229,25 @@ impl SessionHandle {
         if outbox.close.is_some() {
             return Pushed::Closed;
         }
+        let out = match outbox.write_direct(out) {
+            Direct::Sent => return Pushed::Sent,
+            Direct::Partly(out) => {
+                let waker = outbox.enqueue(out);
+                drop(outbox);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                return Pushed::Queued;
+            }
+            Direct::NotSent(out) => out,
+        };
         let len = out.frame.len();
         if outbox.queue.len() >= limits.max_frames || outbox.bytes + len > limits.max_bytes {
             let pushed = if out.seq > 0 && outbox.replaying {
                 outbox.missed = true;
                 return Pushed::Deferred;
             } else if out.seq > 0 {
-                outbox.close = Some(CloseRequest::new(CloseCode::SlowConsumer, "slow consumer"));
+                outbox.close = Some(Box::new(CloseRequest::new(CloseCode::SlowConsumer, "slow consumer")));
                 Pushed::Overflow
             } else {
                 match outbox.gaps.iter_mut().find(|(c, _)| c.as_ref() == channel) {
@@ -191,9 +263,7 @@ impl SessionHandle {
             }
             return pushed;
         }
-        outbox.bytes += len;
-        outbox.queue.push_back(out);
-        let waker = outbox.waker.take();
+        let waker = outbox.enqueue(out);
         drop(outbox);
         if let Some(w) = waker {
             w.wake();
@@ -237,7 +307,7 @@ impl SessionHandle {
         if outbox.close.is_some() {
             return false;
         }
-        outbox.close = Some(request);
+        outbox.close = Some(Box::new(request));
         let waker = outbox.waker.take();
         drop(outbox);
         if let Some(w) = waker {
@@ -246,18 +316,45 @@ impl SessionHandle {
         true
     }
 
-    /// Called by the session task: takes a close request first, then (when `take`
-    /// is set and `into` is empty) every queued frame followed by any `gap` frames. Registers
-    /// the task's waker when there is nothing to do.
+    /// Lends the session's socket for direct writes: called by the session task when it has
+    /// nothing to write, is live and open. Not lent when frames wait (the task is woken).
+    pub(crate) fn lend_socket(&self, stream: &Arc<TcpStream>) {
+        let mut outbox = self.0.outbox.lock();
+        if outbox.queue.is_empty() && outbox.close.is_none() {
+            outbox.lent = Some(stream.clone());
+        }
+    }
+
+    /// Takes the socket back (no direct write runs or starts after this returns).
+    pub(crate) fn reclaim_socket(&self) {
+        self.0.outbox.lock().lent = None;
+    }
+
+    /// Called by the session task: takes its socket back first — a frame a direct write left
+    /// partly sent moves to the front of `into`, with `written` set to what was sent — then a
+    /// close request, then (when `take` is set and `into` is empty) every queued frame
+    /// followed by any `gap` frames. Registers the task's waker when there is nothing to do.
     pub(crate) fn poll_outbox(
         &self,
         cx: &mut Context<'_>,
         into: &mut VecDeque<Outbound>,
+        written: &mut usize,
         take: bool,
     ) -> Poll<OutboxEvent> {
         let mut outbox = self.0.outbox.lock();
+        outbox.lent = None;
+        let sent = std::mem::take(&mut outbox.head_written) as usize;
+        if sent > 0
+            && let Some(head) = outbox.queue.pop_front()
+        {
+            // Lent only while the task had nothing to write: `written` is 0 here.
+            outbox.bytes -= head.frame.len();
+            into.push_front(head);
+            *written = sent;
+            return Poll::Ready(OutboxEvent::Frames(1));
+        }
         if !outbox.close_taken
-            && let Some(request) = outbox.close.clone()
+            && let Some(request) = outbox.close.as_deref().cloned()
         {
             outbox.close_taken = true;
             return Poll::Ready(OutboxEvent::Close(request));
@@ -346,12 +443,12 @@ mod tests {
         assert_eq!(h.push(frame(0), Some(&news), LIMITS), Pushed::Dropped);
         assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Dropped);
         let mut cx = Context::from_waker(Waker::noop());
-        let mut into = VecDeque::new();
-        assert!(matches!(h.poll_outbox(&mut cx, &mut into, true), Poll::Ready(OutboxEvent::Frames(2))));
+        let (mut into, mut written) = (VecDeque::new(), 0);
+        assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(2))));
         assert_eq!(into.len(), 4);
         let gap = &into[2].frame;
         assert!(std::str::from_utf8(&gap[2..]).unwrap().contains(r#""type":"gap","dropped":1,"channel":"news""#));
-        assert!(matches!(h.poll_outbox(&mut cx, &mut VecDeque::new(), true), Poll::Pending));
+        assert!(matches!(h.poll_outbox(&mut cx, &mut VecDeque::new(), &mut written, true), Poll::Pending));
     }
 
     #[test]
@@ -362,7 +459,7 @@ mod tests {
         assert_eq!(h.push(frame(3), None, LIMITS), Pushed::Overflow);
         assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Closed);
         let mut cx = Context::from_waker(Waker::noop());
-        match h.poll_outbox(&mut cx, &mut VecDeque::new(), true) {
+        match h.poll_outbox(&mut cx, &mut VecDeque::new(), &mut 0, true) {
             Poll::Ready(OutboxEvent::Close(r)) => assert_eq!(r.code, CloseCode::SlowConsumer),
             other => panic!("{other:?}"),
         }
@@ -379,6 +476,90 @@ mod tests {
         assert!(h.finish_replay());
         // Live again, the outbox still full: a durable frame that does not fit closes.
         assert_eq!(h.push(frame(4), None, LIMITS), Pushed::Overflow);
+    }
+
+    /// A loopback connection: the session's end (lent to the outbox) and the client's end.
+    async fn socket_pair() -> (Arc<TcpStream>, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        ours.writable().await.unwrap();
+        (Arc::new(ours), peer)
+    }
+
+    /// What the client end can read within 50 ms.
+    fn read_now(peer: &mut std::net::TcpStream) -> Vec<u8> {
+        use std::io::Read;
+        peer.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while let Ok(n) = peer.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_lent_socket_takes_non_durable_frames_directly_and_durable_ones_are_queued() {
+        let (ours, mut peer) = socket_pair().await;
+        let h = handle();
+        h.lend_socket(&ours);
+        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Sent);
+        assert_eq!(read_now(&mut peer), b"abcd");
+        // A durable frame goes through the task (it checks the seq), and whatever follows it
+        // waits behind it.
+        assert_eq!(h.push(frame(7), None, LIMITS), Pushed::Queued);
+        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert!(read_now(&mut peer).is_empty());
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut into, mut written) = (VecDeque::new(), 0);
+        assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(2))));
+        // The task took the socket back: nothing is written directly until it lends it again.
+        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        // Not lent while frames wait, nor during a replay, nor once closing.
+        h.lend_socket(&ours);
+        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued, "not lent while frames wait");
+        assert!(read_now(&mut peer).is_empty());
+        let mut into = VecDeque::new();
+        assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(2))));
+        h.begin_replay();
+        h.lend_socket(&ours);
+        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert!(read_now(&mut peer).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_partly_written_direct_frame_is_finished_by_the_task_before_anything_else() {
+        let (ours, mut peer) = socket_pair().await;
+        let h = handle();
+        h.lend_socket(&ours);
+        // Larger than the socket buffers: only part of it goes out at once.
+        let big = Outbound { frame: Bytes::from(vec![7u8; 64 << 20]), seq: 0, born_ms: 0 };
+        let limits = OutboxLimits { max_frames: 8, max_bytes: 1 << 10 };
+        assert_eq!(h.push(big, None, limits), Pushed::Queued, "queued whatever the limits: part of it is out");
+        let sent = read_now(&mut peer).len();
+        assert!(sent > 0 && sent < 64 << 20, "{sent}");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut into = VecDeque::from([Outbound::control(Bytes::from_static(b"reply"))]);
+        let mut written = 0;
+        assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, false), Poll::Ready(OutboxEvent::Frames(1))));
+        assert_eq!(into.len(), 2);
+        assert_eq!(into[0].frame.len(), 64 << 20, "the partly written frame comes first");
+        assert_eq!(written, sent, "with what is already out");
+        assert_eq!(&into[1].frame[..], b"reply");
+    }
+
+    #[tokio::test]
+    async fn a_reclaimed_socket_is_written_no_more() {
+        let (ours, mut peer) = socket_pair().await;
+        let h = handle();
+        h.lend_socket(&ours);
+        h.reclaim_socket();
+        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert!(read_now(&mut peer).is_empty());
     }
 
     #[test]

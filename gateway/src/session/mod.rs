@@ -131,6 +131,7 @@ impl<F: FnOnce(Ended) + Unpin> Future for Live<F> {
         if session.poll(cx).is_pending() {
             return Poll::Pending;
         }
+        session.handle.reclaim_socket();
         let ended = this.session.take().map(Session::into_ended);
         if let (Some(ended), Some(finish)) = (ended, this.finish.take()) {
             finish(ended);
@@ -139,10 +140,21 @@ impl<F: FnOnce(Ended) + Unpin> Future for Live<F> {
     }
 }
 
+/// A session task dropped before its end (the runtime shutting down) takes its socket back, so
+/// that the socket closes with it.
+impl<F> Drop for Live<F> {
+    fn drop(&mut self) {
+        if let Some(session) = &self.session {
+            session.handle.reclaim_socket();
+        }
+    }
+}
+
 pub struct Session {
     node: Arc<Node>,
     handle: SessionHandle,
-    stream: TcpStream,
+    /// Shared with the outbox while lent for direct writes (see `handle`).
+    stream: Arc<TcpStream>,
     role: Role,
     /// Frames being written; `written` bytes of the front one are already out.
     writing: VecDeque<Outbound>,
@@ -175,7 +187,7 @@ impl Session {
         Self {
             node,
             handle,
-            stream,
+            stream: Arc::new(stream),
             role,
             writing,
             written: 0,
@@ -226,7 +238,7 @@ impl Session {
             // 1. Close requests always; frames only once the previous batch is written and no
             //    inbox read is under way (live frames wait behind it).
             let take = self.phase == Phase::Open && self.writing.is_empty() && self.is_live();
-            if let Poll::Ready(event) = self.handle.poll_outbox(cx, &mut self.writing, take) {
+            if let Poll::Ready(event) = self.handle.poll_outbox(cx, &mut self.writing, &mut self.written, take) {
                 progressed = true;
                 match event {
                     OutboxEvent::Frames(taken) => {
@@ -276,11 +288,24 @@ impl Session {
                 return Poll::Ready(());
             }
             if !progressed {
+                self.lend_socket_if_idle();
                 return Poll::Pending;
             }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Lends the socket to the outbox for direct writes while a live client session has
+    /// nothing to write (see `handle`).
+    fn lend_socket_if_idle(&self) {
+        if self.writing.is_empty()
+            && self.phase == Phase::Open
+            && self.is_live()
+            && matches!(self.role, Role::Client(_))
+        {
+            self.handle.lend_socket(&self.stream);
+        }
     }
 
     // -----------------------------------------------------------------------------------------
