@@ -327,7 +327,7 @@ pub fn channel_subscribed(
     let Some(cluster) = &node.cluster else { return Some(reply) };
     let (session, limits) = (session.clone(), node.outbox_limits);
     let then: OnSubscribed = Box::new(move || {
-        session.push(Outbound::control(reply), None, limits);
+        session.push(&Outbound::control(reply), None, limits);
     });
     if first {
         cluster.bus.subscribe(channel.clone(), Some(then));

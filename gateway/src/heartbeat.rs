@@ -60,7 +60,7 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
     let tick = (config.heartbeat / SESSION_SHARDS as u32).max(Duration::from_millis(1));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ping = ws::ping_frame();
+    let ping = Outbound::control(ws::ping_frame());
     let heartbeat_ms = config.heartbeat.as_millis() as u64;
     let mut shard = 0usize;
     loop {
@@ -76,17 +76,14 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
                 .then(|| pushgate_protocol::now_ms() / 1000 - config.token_leeway.as_secs()),
         };
         let now = node.clock.now_ms();
-        let mut pings = 0u64;
+        let (mut queued, mut sent) = (0u64, 0u64);
         node.registry.for_each_in_shard(shard, |session| match check(session, now, &t) {
-            Check::Ping => {
-                // A full outbox already proves the session is busy; skipping the Ping is fine.
-                if matches!(
-                    session.push(Outbound::control(ping.clone()), None, node.outbox_limits),
-                    Pushed::Queued | Pushed::Sent
-                ) {
-                    pings += 1;
-                }
-            }
+            // A full outbox already proves the session is busy; skipping the Ping is fine.
+            Check::Ping => match session.push(&ping, None, node.outbox_limits) {
+                Pushed::Queued => queued += 1,
+                Pushed::Sent => sent += 1,
+                _ => {}
+            },
             Check::Close(code) => {
                 let reason = match code {
                     CloseCode::HeartbeatTimeout => "heartbeat timeout",
@@ -97,7 +94,9 @@ pub async fn run(node: Arc<Node>, stop: CancellationToken) {
             }
             Check::Skip => {}
         });
-        node.metrics.outbox_frames.increment(pings as f64);
+        node.metrics.outbox_frames.increment(queued as f64);
+        node.metrics.frames_out.increment(sent);
+        node.metrics.bytes_out.increment(sent * ping.frame.len() as u64);
         shard = (shard + 1) % SESSION_SHARDS;
     }
 }

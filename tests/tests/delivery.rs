@@ -166,3 +166,54 @@ async fn a_slow_session_gets_a_gap_for_what_it_missed() {
     // Still open and serving.
     assert_eq!(slow.ping().await["type"], "pong");
 }
+
+#[tokio::test]
+async fn frames_written_at_once_never_interleave_with_the_sessions_own_replies() {
+    // A channel message reaches an idle session by a direct write from the delivery walk; the
+    // session's replies (here `pong`s) are written by its task. Both share one socket: every
+    // frame must arrive whole, the messages in order, and every reply exactly once. (The
+    // client's rate limit is raised for its hundreds of pings.)
+    let gw = Gateway::start_with(
+        GatewayOptions::default().set("client_rate_per_s", 10_000).set("client_rate_burst", 10_000),
+    )
+    .await;
+    let mut client = gw.connect("mixer").await;
+    client.subscribe("mix", None).await;
+    const SENT: u64 = 1500;
+    let publisher = async {
+        for n in 0..SENT {
+            let (status, _) = gw.publish(&json!({"to": {"channel": "mix"}, "data": {"n": n}})).await;
+            assert_eq!(status, 202);
+        }
+    };
+    let reader = async {
+        let (mut received, mut dropped, mut last_n, mut pings, mut pongs) = (0u64, 0u64, None::<u64>, 0u64, 0u64);
+        while received + dropped < SENT || pongs < pings {
+            if received % 3 == 0 && pings <= received / 3 {
+                pings += 1;
+                client.send_json(&json!({"type": "ping", "id": format!("p{pings}")})).await;
+            }
+            let frame = client.next().await;
+            let v = frame.json().unwrap_or_else(|| panic!("session ended: {frame:?}"));
+            match v["type"].as_str() {
+                Some("message") => {
+                    let n = v["data"]["n"].as_u64().unwrap();
+                    assert!(last_n.is_none_or(|l| n > l), "in order: {n} after {last_n:?}");
+                    last_n = Some(n);
+                    received += 1;
+                }
+                Some("gap") => dropped += v["dropped"].as_u64().unwrap(),
+                Some("pong") => {
+                    pongs += 1;
+                    assert_eq!(v["id"], format!("p{pongs}"), "replies in order, once each");
+                }
+                other => panic!("unexpected frame {other:?}: {v}"),
+            }
+        }
+        (received, pings, pongs)
+    };
+    let (_, (received, pings, pongs)) = tokio::join!(publisher, reader);
+    assert!(received > SENT / 2, "most messages arrive (a reader this fast drops few): {received}");
+    assert!(pings > 100 && pongs == pings, "{pongs} pongs for {pings} pings");
+    assert!(gw.metric("pushgate_frames_out_total", &[]).await >= (received + pongs) as f64);
+}

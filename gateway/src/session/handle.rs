@@ -130,11 +130,10 @@ struct Outbox {
 impl Outbox {
     /// Writes `out` to the lent socket when that keeps the order of frames: non-durable (a
     /// durable frame's `seq` is checked by the task), nothing queued, no inbox read under way.
-    /// Returns the frame unless it was written whole.
-    fn write_direct(&mut self, out: Outbound) -> Direct {
-        let Some(stream) = &self.lent else { return Direct::NotSent(out) };
+    fn write_direct(&mut self, out: &Outbound) -> Direct {
+        let Some(stream) = &self.lent else { return Direct::NotSent };
         if out.seq != 0 || !self.queue.is_empty() || !self.gaps.is_empty() || self.replaying || self.catch_up {
-            return Direct::NotSent(out);
+            return Direct::NotSent;
         }
         let written = stream.try_write(&out.frame);
         if matches!(written, Ok(n) if n == out.frame.len()) {
@@ -146,9 +145,9 @@ impl Outbox {
         match written {
             Ok(n) if n > 0 => {
                 self.head_written = u32::try_from(n).unwrap_or(u32::MAX);
-                Direct::Partly(out)
+                Direct::Partly
             }
-            _ => Direct::NotSent(out),
+            _ => Direct::NotSent,
         }
     }
 
@@ -164,8 +163,8 @@ impl Outbox {
 enum Direct {
     Sent,
     /// Part of it was written; it must be queued (whatever the limits) for the task to finish.
-    Partly(Outbound),
-    NotSent(Outbound),
+    Partly,
+    NotSent,
 }
 
 /// The shared half of a session; cheap to clone.
@@ -222,25 +221,26 @@ impl SessionHandle {
         format!("{:016x}", self.0.id)
     }
 
-    /// Queues a frame unless the outbox is full. Full: a non-durable frame is dropped and
-    /// counted for a `gap` frame (on `channel`), a durable one closes the session with 4001.
-    pub fn push(&self, out: Outbound, channel: Option<&ChannelName>, limits: OutboxLimits) -> Pushed {
+    /// Writes a frame to the lent socket or queues it (a clone: the frame is shared) unless the
+    /// outbox is full. Full: a non-durable frame is dropped and counted for a `gap` frame (on
+    /// `channel`), a durable one closes the session with 4001.
+    pub fn push(&self, out: &Outbound, channel: Option<&ChannelName>, limits: OutboxLimits) -> Pushed {
         let mut outbox = self.0.outbox.lock();
         if outbox.close.is_some() {
             return Pushed::Closed;
         }
-        let out = match outbox.write_direct(out) {
+        match outbox.write_direct(out) {
             Direct::Sent => return Pushed::Sent,
-            Direct::Partly(out) => {
-                let waker = outbox.enqueue(out);
+            Direct::Partly => {
+                let waker = outbox.enqueue(out.clone());
                 drop(outbox);
                 if let Some(w) = waker {
                     w.wake();
                 }
                 return Pushed::Queued;
             }
-            Direct::NotSent(out) => out,
-        };
+            Direct::NotSent => {}
+        }
         let len = out.frame.len();
         if outbox.queue.len() >= limits.max_frames || outbox.bytes + len > limits.max_bytes {
             let pushed = if out.seq > 0 && outbox.replaying {
@@ -263,7 +263,7 @@ impl SessionHandle {
             }
             return pushed;
         }
-        let waker = outbox.enqueue(out);
+        let waker = outbox.enqueue(out.clone());
         drop(outbox);
         if let Some(w) = waker {
             w.wake();
@@ -438,10 +438,10 @@ mod tests {
     fn a_full_outbox_drops_non_durable_frames_and_announces_a_gap() {
         let h = handle();
         let news = ChannelName::new("news").unwrap();
-        assert_eq!(h.push(frame(0), Some(&news), LIMITS), Pushed::Queued);
-        assert_eq!(h.push(frame(0), Some(&news), LIMITS), Pushed::Queued);
-        assert_eq!(h.push(frame(0), Some(&news), LIMITS), Pushed::Dropped);
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Dropped);
+        assert_eq!(h.push(&frame(0), Some(&news), LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(0), Some(&news), LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(0), Some(&news), LIMITS), Pushed::Dropped);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Dropped);
         let mut cx = Context::from_waker(Waker::noop());
         let (mut into, mut written) = (VecDeque::new(), 0);
         assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(2))));
@@ -454,10 +454,10 @@ mod tests {
     #[test]
     fn a_full_outbox_closes_on_durable_frames() {
         let h = handle();
-        h.push(frame(1), None, LIMITS);
-        h.push(frame(2), None, LIMITS);
-        assert_eq!(h.push(frame(3), None, LIMITS), Pushed::Overflow);
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Closed);
+        h.push(&frame(1), None, LIMITS);
+        h.push(&frame(2), None, LIMITS);
+        assert_eq!(h.push(&frame(3), None, LIMITS), Pushed::Overflow);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Closed);
         let mut cx = Context::from_waker(Waker::noop());
         match h.poll_outbox(&mut cx, &mut VecDeque::new(), &mut 0, true) {
             Poll::Ready(OutboxEvent::Close(r)) => assert_eq!(r.code, CloseCode::SlowConsumer),
@@ -469,13 +469,13 @@ mod tests {
     fn durable_frames_that_do_not_fit_during_a_replay_are_deferred() {
         let h = handle();
         h.begin_replay();
-        h.push(frame(1), None, LIMITS);
-        h.push(frame(2), None, LIMITS);
-        assert_eq!(h.push(frame(3), None, LIMITS), Pushed::Deferred);
+        h.push(&frame(1), None, LIMITS);
+        h.push(&frame(2), None, LIMITS);
+        assert_eq!(h.push(&frame(3), None, LIMITS), Pushed::Deferred);
         assert!(!h.finish_replay(), "a deferred frame asks for another round");
         assert!(h.finish_replay());
         // Live again, the outbox still full: a durable frame that does not fit closes.
-        assert_eq!(h.push(frame(4), None, LIMITS), Pushed::Overflow);
+        assert_eq!(h.push(&frame(4), None, LIMITS), Pushed::Overflow);
     }
 
     /// A loopback connection: the session's end (lent to the outbox) and the client's end.
@@ -507,27 +507,27 @@ mod tests {
         let (ours, mut peer) = socket_pair().await;
         let h = handle();
         h.lend_socket(&ours);
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Sent);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Sent);
         assert_eq!(read_now(&mut peer), b"abcd");
         // A durable frame goes through the task (it checks the seq), and whatever follows it
         // waits behind it.
-        assert_eq!(h.push(frame(7), None, LIMITS), Pushed::Queued);
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(7), None, LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Queued);
         assert!(read_now(&mut peer).is_empty());
         let mut cx = Context::from_waker(Waker::noop());
         let (mut into, mut written) = (VecDeque::new(), 0);
         assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(2))));
         // The task took the socket back: nothing is written directly until it lends it again.
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Queued);
         // Not lent while frames wait, nor during a replay, nor once closing.
         h.lend_socket(&ours);
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued, "not lent while frames wait");
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Queued, "not lent while frames wait");
         assert!(read_now(&mut peer).is_empty());
         let mut into = VecDeque::new();
         assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(2))));
         h.begin_replay();
         h.lend_socket(&ours);
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Queued);
         assert!(read_now(&mut peer).is_empty());
     }
 
@@ -539,7 +539,7 @@ mod tests {
         // Larger than the socket buffers: only part of it goes out at once.
         let big = Outbound { frame: Bytes::from(vec![7u8; 64 << 20]), seq: 0, born_ms: 0 };
         let limits = OutboxLimits { max_frames: 8, max_bytes: 1 << 10 };
-        assert_eq!(h.push(big, None, limits), Pushed::Queued, "queued whatever the limits: part of it is out");
+        assert_eq!(h.push(&big, None, limits), Pushed::Queued, "queued whatever the limits: part of it is out");
         let sent = read_now(&mut peer).len();
         assert!(sent > 0 && sent < 64 << 20, "{sent}");
         let mut cx = Context::from_waker(Waker::noop());
@@ -558,7 +558,7 @@ mod tests {
         let h = handle();
         h.lend_socket(&ours);
         h.reclaim_socket();
-        assert_eq!(h.push(frame(0), None, LIMITS), Pushed::Queued);
+        assert_eq!(h.push(&frame(0), None, LIMITS), Pushed::Queued);
         assert!(read_now(&mut peer).is_empty());
     }
 
