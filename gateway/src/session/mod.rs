@@ -1,5 +1,7 @@
 //! The session task: one per connection, owning its socket, reading and writing in one poll
-//! loop (no split, no second task, no lock across an await).
+//! loop (no split, no second task, no lock across an await). While it has nothing to write it
+//! lends the socket to its outbox, where deliveries write non-durable frames at once (see
+//! `handle`); it takes the socket back before writing anything itself.
 //!
 //! Memory is the design constraint (100k sessions per node): an idle session holds its socket,
 //! this struct and its [`SessionHandle`] — no read buffer (reads land in a per-thread scratch
