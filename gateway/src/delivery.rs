@@ -144,15 +144,29 @@ fn walkers(size: usize) -> usize {
 }
 
 /// Runs `walk(part, parts)` for each of `parts` parts, the first on this thread and the others
-/// on scoped threads, and adds up what they did.
+/// on scoped threads, and adds up what they did. A part whose thread cannot be started (the
+/// process is out of threads or memory) is walked on this thread instead.
 fn walk_in_parts(parts: usize, walk: impl Fn(usize, usize) -> Delivered + Sync) -> Delivered {
     if parts <= 1 {
         return walk(0, 1);
     }
     std::thread::scope(|scope| {
         let walk = &walk;
-        let others: Vec<_> = (1..parts).map(|part| scope.spawn(move || walk(part, parts))).collect();
-        let mut done = walk(0, parts);
+        let mut done = Delivered::default();
+        let mut others = Vec::with_capacity(parts - 1);
+        for part in 1..parts {
+            match std::thread::Builder::new()
+                .name("delivery-walk".into())
+                .spawn_scoped(scope, move || walk(part, parts))
+            {
+                Ok(other) => others.push(other),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start a delivery walk thread; walking its part here");
+                    done += walk(part, parts);
+                }
+            }
+        }
+        done += walk(0, parts);
         for other in others {
             done += other.join().expect("a delivery walk panicked");
         }
