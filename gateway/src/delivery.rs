@@ -43,8 +43,6 @@ pub struct Delivered {
     pub queued: usize,
     /// Of those, sessions it was written to at once (a direct write).
     pub sent: usize,
-    /// Bytes written at once.
-    pub sent_bytes: u64,
     /// Sessions that dropped it (non-durable, outbox full); they get a `gap` frame.
     pub dropped: usize,
     /// Sessions closed with 4001 because a durable message did not fit.
@@ -55,7 +53,6 @@ impl std::ops::AddAssign for Delivered {
     fn add_assign(&mut self, other: Self) {
         self.queued += other.queued;
         self.sent += other.sent;
-        self.sent_bytes += other.sent_bytes;
         self.dropped += other.dropped;
         self.overflowed += other.overflowed;
     }
@@ -115,7 +112,6 @@ impl<'a> Walk<'a> {
         let pushed = session.push(self.out, self.channel, self.node.outbox_limits);
         if pushed == Pushed::Sent {
             self.unrecorded += 1;
-            self.done.sent_bytes += self.out.frame.len() as u64;
         }
         self.done.count(pushed);
     }
@@ -177,12 +173,13 @@ fn walk_in_parts(parts: usize, walk: impl Fn(usize, usize) -> Delivered + Sync) 
 /// Queues a message to its audience on this node (or writes it at once, see the module doc).
 pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Delivered {
     let born_ms = node.clock.now_ms();
-    let mut done = Delivered::default();
-    let target = match audience {
+    // What was delivered, and the length of the one frame a direct write can have sent (only
+    // non-durable frames are written at once, and each delivery has at most one).
+    let (target, done, sent_len) = match audience {
         Audience::All => {
             let out = Outbound { frame: frame(content, None, None), seq: 0, born_ms };
             // Part `p` of `n` walks the registry shards p, p + n, p + 2n, ...
-            done = walk_in_parts(walkers(node.registry.len()), |part, parts| {
+            let done = walk_in_parts(walkers(node.registry.len()), |part, parts| {
                 let mut walk = Walk::new(node, &out, None);
                 for shard in (part..SESSION_SHARDS).step_by(parts) {
                     node.registry.for_each_in_shard(shard, |s| walk.push(s));
@@ -190,14 +187,14 @@ pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Del
                 }
                 walk.finish()
             });
-            "all"
+            ("all", done, out.frame.len())
         }
         Audience::Channel(channel) => {
             let out = Outbound { frame: frame(content, None, Some(channel)), seq: 0, born_ms };
             let subscribers = node.registry.subscribers(channel);
             let parts = walkers(subscribers.len());
             let chunk = subscribers.len().div_ceil(parts).max(1);
-            done = walk_in_parts(parts, |part, _| {
+            let done = walk_in_parts(parts, |part, _| {
                 let mut walk = Walk::new(node, &out, Some(channel));
                 for batch in subscribers.chunks(chunk).nth(part).unwrap_or_default().chunks(RECORD_EVERY) {
                     batch.iter().for_each(|s| walk.push(s));
@@ -205,33 +202,34 @@ pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Del
                 }
                 walk.finish()
             });
-            "channel"
+            ("channel", done, out.frame.len())
         }
         Audience::Users(users) => {
             // Non-durable: one frame for every user; durable: one per user, with its seq.
             let mut shared: Option<Outbound> = None;
+            let mut done = Delivered::default();
             for (user, seq) in users {
                 let sessions = node.registry.user_sessions(user.as_str());
                 if sessions.is_empty() {
                     continue;
                 }
+                let durable;
                 let out = if *seq == 0 {
-                    shared
-                        .get_or_insert_with(|| Outbound { frame: frame(content, None, None), seq: 0, born_ms })
-                        .clone()
+                    &*shared.get_or_insert_with(|| Outbound { frame: frame(content, None, None), seq: 0, born_ms })
                 } else {
-                    Outbound { frame: frame(content, Some(*seq), None), seq: *seq, born_ms }
+                    durable = Outbound { frame: frame(content, Some(*seq), None), seq: *seq, born_ms };
+                    &durable
                 };
-                let mut walk = Walk::new(node, &out, None);
+                let mut walk = Walk::new(node, out, None);
                 sessions.iter().for_each(|s| walk.push(s));
                 done += walk.finish();
             }
-            "users"
+            ("users", done, shared.map_or(0, |out| out.frame.len()))
         }
     };
     node.metrics.outbox_frames.increment((done.queued - done.sent) as f64);
     node.metrics.frames_out.increment(done.sent as u64);
-    node.metrics.bytes_out.increment(done.sent_bytes);
+    node.metrics.bytes_out.increment((done.sent * sent_len) as u64);
     counter!(DELIVERIES, "target" => target).increment(done.queued as u64);
     if done.dropped > 0 {
         node.metrics.drops_overflow.increment(done.dropped as u64);
@@ -254,9 +252,9 @@ mod tests {
         let done = walk_in_parts(3, |part, parts| {
             assert_eq!(parts, 3);
             seen.lock().unwrap().push((part, std::thread::current().id()));
-            Delivered { queued: part + 1, sent: 1, sent_bytes: 10, dropped: 0, overflowed: part }
+            Delivered { queued: part + 1, sent: 1, dropped: 0, overflowed: part }
         });
-        assert_eq!(done, Delivered { queued: 6, sent: 3, sent_bytes: 30, dropped: 0, overflowed: 3 });
+        assert_eq!(done, Delivered { queued: 6, sent: 3, dropped: 0, overflowed: 3 });
         let mut seen = seen.into_inner().unwrap();
         seen.sort_by_key(|(part, _)| *part);
         assert_eq!(seen.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0, 1, 2]);

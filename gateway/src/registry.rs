@@ -139,7 +139,9 @@ impl Registry {
     /// Every session, for a drain.
     pub fn snapshot(&self) -> Vec<SessionHandle> {
         let mut all = Vec::with_capacity(self.len());
-        self.for_each(|s| all.push(s.clone()));
+        for shard in &self.shards {
+            all.extend(shard.lock().values().cloned());
+        }
         all
     }
 }

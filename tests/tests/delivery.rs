@@ -4,7 +4,7 @@
 
 use futures_util::future::join_all;
 use pushgate_tests::{Client, Gateway, GatewayOptions};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Publishes a marker to `user` and checks it is the next message `client` sees, proving that
 /// nothing published before it reached this client.
@@ -112,29 +112,53 @@ async fn a_broadcast_reaches_every_session_once() {
     .await;
 }
 
-/// Reads `slow`'s frames until messages plus the drops its `gap` frames announce account for
-/// `sent` channel messages, checking order; returns (received, dropped).
-async fn account(client: &mut Client, sent: u64) -> (u64, u64) {
-    let (mut received, mut dropped, mut last_n) = (0u64, 0u64, None::<u64>);
-    while received + dropped < sent {
-        let frame = client.next().await;
-        let v = frame.json().unwrap_or_else(|| panic!("session ended: {frame:?}"));
+/// Channel messages received (their `data.n` checked to be in order) and the drops that `gap`
+/// frames announced.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    dropped: u64,
+    last_n: Option<u64>,
+}
+
+impl Tally {
+    /// Counts `v` when it is a message or a `gap` (on `gap_channel`, when given); false for any
+    /// other frame.
+    fn count(&mut self, v: &Value, gap_channel: Option<&str>) -> bool {
         match v["type"].as_str() {
             Some("message") => {
                 let n = v["data"]["n"].as_u64().unwrap();
-                assert!(last_n.is_none_or(|l| n > l), "in order");
-                last_n = Some(n);
-                received += 1;
+                assert!(self.last_n.is_none_or(|l| n > l), "in order: {n} after {:?}", self.last_n);
+                self.last_n = Some(n);
+                self.received += 1;
             }
             Some("gap") => {
-                assert_eq!(v["channel"], "firehose");
-                dropped += v["dropped"].as_u64().unwrap();
+                if let Some(channel) = gap_channel {
+                    assert_eq!(v["channel"], channel);
+                }
+                self.dropped += v["dropped"].as_u64().unwrap();
             }
-            _ => {}
+            _ => return false,
         }
+        true
     }
-    assert_eq!(received + dropped, sent);
-    (received, dropped)
+
+    fn accounted(&self) -> u64 {
+        self.received + self.dropped
+    }
+}
+
+/// Reads `slow`'s frames until messages plus the drops its `gap` frames announce account for
+/// `sent` channel messages, checking order; returns (received, dropped).
+async fn account(client: &mut Client, sent: u64) -> (u64, u64) {
+    let mut tally = Tally::default();
+    while tally.accounted() < sent {
+        let frame = client.next().await;
+        let v = frame.json().unwrap_or_else(|| panic!("session ended: {frame:?}"));
+        tally.count(v, Some("firehose"));
+    }
+    assert_eq!(tally.accounted(), sent);
+    (tally.received, tally.dropped)
 }
 
 #[tokio::test]
@@ -187,22 +211,18 @@ async fn frames_written_at_once_never_interleave_with_the_sessions_own_replies()
         }
     };
     let reader = async {
-        let (mut received, mut dropped, mut last_n, mut pings, mut pongs) = (0u64, 0u64, None::<u64>, 0u64, 0u64);
-        while received + dropped < SENT || pongs < pings {
-            if received % 3 == 0 && pings <= received / 3 {
+        let (mut tally, mut pings, mut pongs) = (Tally::default(), 0u64, 0u64);
+        while tally.accounted() < SENT || pongs < pings {
+            if tally.received % 3 == 0 && pings <= tally.received / 3 {
                 pings += 1;
                 client.send_json(&json!({"type": "ping", "id": format!("p{pings}")})).await;
             }
             let frame = client.next().await;
             let v = frame.json().unwrap_or_else(|| panic!("session ended: {frame:?}"));
+            if tally.count(v, None) {
+                continue;
+            }
             match v["type"].as_str() {
-                Some("message") => {
-                    let n = v["data"]["n"].as_u64().unwrap();
-                    assert!(last_n.is_none_or(|l| n > l), "in order: {n} after {last_n:?}");
-                    last_n = Some(n);
-                    received += 1;
-                }
-                Some("gap") => dropped += v["dropped"].as_u64().unwrap(),
                 Some("pong") => {
                     pongs += 1;
                     assert_eq!(v["id"], format!("p{pongs}"), "replies in order, once each");
@@ -210,7 +230,7 @@ async fn frames_written_at_once_never_interleave_with_the_sessions_own_replies()
                 other => panic!("unexpected frame {other:?}: {v}"),
             }
         }
-        (received, pings, pongs)
+        (tally.received, pings, pongs)
     };
     let (_, (received, pings, pongs)) = tokio::join!(publisher, reader);
     assert!(received > SENT / 2, "most messages arrive (a reader this fast drops few): {received}");
