@@ -45,6 +45,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("allowed_origins", Kind::List),
     ("heartbeat", Kind::Value),
     ("handshake_timeout", Kind::Value),
+    ("setup_concurrency", Kind::Value),
     ("drain_window", Kind::Value),
     ("reconnect_jitter", Kind::Value),
     ("close_timeout", Kind::Value),
@@ -119,6 +120,12 @@ pub struct Config {
     /// hold a slot for long.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
+    /// Connections set up at once: their request answered, their token checked, their cursor
+    /// read, their session registered. The others wait, holding only their socket, until their
+    /// whole request has arrived and a set-up ends — so a reconnect storm cannot fill the heap
+    /// with half-done set-ups (whose freed memory stays behind as fragments), and a client that
+    /// sends its request slowly holds no set-up slot. Default 256.
+    pub setup_concurrency: usize,
     /// Drain spreads the sessions' reconnects over this window so other nodes are not stampeded.
     #[serde(with = "humantime_serde")]
     pub drain_window: Duration,
@@ -214,6 +221,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             heartbeat: Duration::from_secs(25),
             handshake_timeout: Duration::from_secs(10),
+            setup_concurrency: 256,
             drain_window: Duration::from_secs(30),
             reconnect_jitter: Duration::from_secs(2),
             close_timeout: Duration::from_secs(5),
@@ -276,8 +284,12 @@ impl Config {
         if self.outbox_max_frames == 0 || self.outbox_max_bytes == 0 {
             return invalid("outbox_max_frames and outbox_max_bytes must be positive");
         }
-        if self.replay_page == 0 || self.replay_concurrency == 0 || self.store_batch_max == 0 {
-            return invalid("replay_page, replay_concurrency and store_batch_max must be positive");
+        if self.replay_page == 0
+            || self.replay_concurrency == 0
+            || self.store_batch_max == 0
+            || self.setup_concurrency == 0
+        {
+            return invalid("replay_page, replay_concurrency, setup_concurrency and store_batch_max must be positive");
         }
         if self.ack_flush_interval > Duration::from_secs(1) {
             return invalid("ack_flush_interval must be at most 1s (acks move cursors within a second)");

@@ -1,5 +1,5 @@
-//! The upgrade of a client connection (SPEC §3): read the request head under a size limit (the
-//! caller bounds the time), refuse it with the right status and JSON body in the SPEC's order —
+//! The upgrade of a client connection (SPEC §3): wait, holding no buffer, until the request has
+//! arrived; read the request head under a size limit (the caller bounds the time), refuse it with the right status and JSON body in the SPEC's order —
 //! 404 path, 400 not an upgrade or bad query, 503 full or draining, 403 origin, 401 token — or
 //! answer `101 Switching Protocols`.
 
@@ -11,7 +11,7 @@ use pushgate_protocol::{
     handshake::{Refusal, Request, accept_response, parse_request},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::TcpStream,
 };
 
@@ -52,6 +52,49 @@ pub enum HandshakeError {
     Page,
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+thread_local! {
+    /// Where [`request_arrived`] looks at a waiting request: one per thread, not per connection.
+    static PEEKED: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; MAX_REQUEST_BYTES].into_boxed_slice());
+}
+
+/// Waits until the client's request is all there — its head, and its body when that fits in
+/// [`MAX_REQUEST_BYTES`] — or [`MAX_REQUEST_BYTES`] have arrived, without reading it (the
+/// bytes are peeked into a per-thread buffer each time more arrive). True once it has, false
+/// when the client closed first. A request that cannot be parsed counts as arrived: reading it
+/// refuses it.
+pub async fn request_arrived(stream: &TcpStream) -> std::io::Result<bool> {
+    loop {
+        stream.readable().await?;
+        match stream.try_io(Interest::READABLE, || peek_request(stream)) {
+            Ok(arrived) => return Ok(arrived),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Peeks at what has arrived. An incomplete request answers `WouldBlock`, which clears the
+/// socket's readiness so that [`request_arrived`] sleeps until more bytes come.
+fn peek_request(stream: &TcpStream) -> std::io::Result<bool> {
+    PEEKED.with_borrow_mut(|peeked| {
+        let (n, _) = rustix::net::recv(stream, &mut peeked[..], rustix::net::RecvFlags::PEEK)?;
+        let arrived = &peeked[..n];
+        let complete = match parse_request(arrived) {
+            Ok(None) => n == peeked.len(),
+            Ok(Some(request)) => {
+                let whole = request.head_len.saturating_add(request.content_length.unwrap_or(0));
+                whole <= n || whole > peeked.len()
+            }
+            Err(_) => true,
+        };
+        match (n, complete) {
+            (0, _) => Ok(false),
+            (_, true) => Ok(true),
+            (_, false) => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    })
 }
 
 /// Reads the request and answers it. `full` says admission is over its limit.

@@ -1,8 +1,9 @@
 //! The client listener: accepting connections under admission control, backing off on accept
-//! errors such as EMFILE instead of spinning, bounding the handshake in time, and running each
-//! admitted connection's set-up in a short-lived task that hands the session to a task of its own.
+//! errors such as EMFILE instead of spinning, bounding the handshake in time, and setting up each
+//! admitted connection in a short-lived task — small while it waits for its request and a set-up
+//! slot — that answers it and hands the session to a task of its own.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use metrics::counter;
 use pushgate_dispatcher::{
@@ -10,11 +11,15 @@ use pushgate_dispatcher::{
     store::{SessionEvent, SessionEventKind},
 };
 use pushgate_protocol::{CloseCode, ServerFrame, SessionClaims, UserId, now_ms};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::OwnedSemaphorePermit,
+    time::Instant,
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    handshake::{Upgrade, handshake},
+    handshake::{Upgrade, handshake, request_arrived},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
     node::{Entry, Node},
     session::{ClientState, CloseRequest, Ended, Role, Session, SessionHandle},
@@ -28,7 +33,7 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 pub const RESERVED_FDS: u64 = 128;
 
 /// Binds a listener with `SO_REUSEADDR` and a deep backlog.
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -90,16 +95,60 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
     }
 }
 
-/// One connection: handshake under the timeout and the session's set-up; the session then runs
-/// as a task of its own (on `tasks`), and this one ends.
-async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAddr, entry: Entry, tasks: TaskTracker) {
-    let started = std::time::Instant::now();
+/// One connection: waits — holding its socket and no buffer — until its whole request has
+/// arrived and a set-up slot is free, then sets it up. The set-up's state is allocated only then,
+/// so the thousands of connections a reconnect storm leaves waiting are small tasks; a client
+/// that sends its request slowly holds no slot.
+async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, entry: Entry, tasks: TaskTracker) {
+    let started = Instant::now();
+    let deadline = started + node.config.handshake_timeout;
+    let waited = tokio::time::timeout_at(deadline, async {
+        if !request_arrived(&stream).await? {
+            return Ok(None);
+        }
+        node.metrics.setups_waiting.increment(1.0);
+        let slot = node.setups.clone().acquire_owned().await;
+        node.metrics.setups_waiting.decrement(1.0);
+        Ok::<_, std::io::Error>(slot.ok())
+    })
+    .await;
+    match waited {
+        // Boxed, so that this task is only as large as its waiting while it waits; the same
+        // task goes on (another task would mean another wake-up per connection).
+        Ok(Ok(Some(slot))) => {
+            Box::pin(set_up(node, stream, peer, entry, SetUp { slot, started, deadline }, tasks)).await
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "connection failed before its request arrived"),
+        Err(_) => counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1),
+    }
+}
+
+/// A connection's set-up slot and its clock.
+struct SetUp {
+    /// Given back when the set-up ends (the session's task has been spawned, or it failed).
+    slot: OwnedSemaphorePermit,
+    started: Instant,
+    /// The handshake ends by then (`handshake_timeout` after the accept).
+    deadline: Instant,
+}
+
+/// One connection holding a set-up slot: the handshake and the session's set-up; the session
+/// then runs as a task of its own (on `tasks`), and the slot is given back.
+async fn set_up(
+    node: Arc<Node>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    entry: Entry,
+    setup: SetUp,
+    tasks: TaskTracker,
+) {
     let (permit, full) = match entry {
         Entry::Admitted(permit) => (permit, false),
         Entry::Full(permit) => (permit, true),
         Entry::Shed => return,
     };
-    let upgraded = tokio::time::timeout(node.config.handshake_timeout, handshake(&node, &mut stream, peer, full)).await;
+    let upgraded = tokio::time::timeout_at(setup.deadline, handshake(&node, &mut stream, peer, full)).await;
     let upgraded = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
@@ -111,10 +160,11 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAdd
             return;
         }
     };
-    node.metrics.handshake_seconds.record(started.elapsed().as_secs_f64());
+    node.metrics.handshake_seconds.record(setup.started.elapsed().as_secs_f64());
     match upgraded.upgrade {
         Upgrade::Client { claims, last_seq } => {
             let session = start_client(&node, stream, claims, last_seq).await;
+            drop(setup.slot);
             tasks.spawn(session.live(&upgraded.pipelined, move |ended| {
                 finish_client(&node, ended);
                 drop(permit);
@@ -124,6 +174,7 @@ async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: std::net::SocketAdd
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, stream, Role::Echo, None);
+            drop(setup.slot);
             tasks.spawn(session.live(&upgraded.pipelined, move |ended| {
                 node.metrics.closed(ended.ending.server_code, ended.ending.client_code);
                 drop(permit);

@@ -24,6 +24,7 @@ pub const OUTBOX_FRAMES: &str = "pushgate_outbox_frames";
 pub const CHANNELS: &str = "pushgate_channels";
 pub const ACCEPT_ERRORS: &str = "pushgate_accept_errors_total";
 pub const DRAINING: &str = "pushgate_draining";
+pub const SETUPS_WAITING: &str = "pushgate_setups_waiting";
 pub const HANDSHAKE_SECONDS: &str = "pushgate_handshake_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "pushgate_delivery_latency_seconds";
 
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub outbox_frames: Gauge,
     pub channels: Gauge,
+    /// Connections whose request has arrived, waiting for a set-up slot.
+    pub setups_waiting: Gauge,
     pub handshake_seconds: Histogram,
     pub delivery_seconds: Histogram,
     pub drops_overflow: Counter,
@@ -52,6 +55,7 @@ impl Metrics {
             bytes_out: counter!(BYTES_OUT),
             outbox_frames: gauge!(OUTBOX_FRAMES),
             channels: gauge!(CHANNELS),
+            setups_waiting: gauge!(SETUPS_WAITING),
             handshake_seconds: histogram!(HANDSHAKE_SECONDS),
             delivery_seconds: histogram!(DELIVERY_SECONDS),
             drops_overflow: counter!(DROPS, "reason" => "outbox_full"),

@@ -11,6 +11,7 @@ use std::{
 };
 
 use pushgate_protocol::{EnvelopeLimits, now_ms};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -119,6 +120,9 @@ pub struct Node {
     pub metrics: Metrics,
     pub clock: Clock,
     pub admission: Admission,
+    /// Set-up slots (`setup_concurrency`): a connection whose request has arrived takes one to be
+    /// answered and set up; its session gives it back when it starts.
+    pub setups: Arc<Semaphore>,
     pub lifecycle: Lifecycle,
     pub outbox_limits: OutboxLimits,
     pub envelope_limits: EnvelopeLimits,
@@ -137,6 +141,7 @@ impl Node {
         overflow: usize,
     ) -> Arc<Self> {
         let outbox_limits = OutboxLimits { max_frames: config.outbox_max_frames, max_bytes: config.outbox_max_bytes };
+        let setups = Arc::new(Semaphore::new(config.setup_concurrency));
         let envelope_limits = EnvelopeLimits { max_data_bytes: config.max_data_bytes, ..EnvelopeLimits::default() };
         Arc::new(Self {
             config,
@@ -148,6 +153,7 @@ impl Node {
             metrics: Metrics::new(),
             clock: Clock::new(),
             admission: Admission::new(max_connections, overflow),
+            setups,
             lifecycle: Lifecycle::default(),
             outbox_limits,
             envelope_limits,

@@ -76,10 +76,14 @@ impl RawClient {
 
     /// Connects and completes the upgrade with `token`; panics unless the answer is 101.
     pub async fn connect(addr: SocketAddr, token: &str) -> Self {
-        let request = format!(
+        Self::upgrade(addr, &Self::upgrade_request(addr, token)).await
+    }
+
+    /// The upgrade request [`RawClient::connect`] sends.
+    pub fn upgrade_request(addr: SocketAddr, token: &str) -> String {
+        format!(
             "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        );
-        Self::upgrade(addr, &request).await
+        )
     }
 
     /// Sends `request` and panics unless the answer is `101 Switching Protocols` with the
@@ -87,10 +91,16 @@ impl RawClient {
     pub async fn upgrade(addr: SocketAddr, request: &str) -> Self {
         let mut client = Self::open(addr).await;
         client.stream.write_all(request.as_bytes()).await.expect("write upgrade");
-        let (status, head, body) = client.read_response().await;
+        client.expect_upgraded().await;
+        client
+    }
+
+    /// Reads the answer to an upgrade request this client has sent; panics unless it is `101`
+    /// with the accept key of the sample key.
+    pub async fn expect_upgraded(&mut self) {
+        let (status, head, body) = self.read_response().await;
         assert_eq!(status, 101, "upgrade refused: {head}{body}");
         assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key: {head}");
-        client
     }
 
     async fn fill(&mut self) -> std::io::Result<()> {

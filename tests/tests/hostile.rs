@@ -126,6 +126,44 @@ async fn half_open_handshakes_time_out_and_do_not_block_others() {
 }
 
 #[tokio::test]
+async fn requests_that_arrive_slowly_hold_no_setup_slot() {
+    // One set-up at a time: were a slow request to take the only slot while it arrives, every
+    // other connection would wait for its handshake timeout (10 s) behind it.
+    let gw = Gateway::start_with(GatewayOptions::default().set("setup_concurrency", 1)).await;
+    let request = RawClient::upgrade_request(gw.client_addr, &gw.token("slow", None, &[]));
+    let (first_part, rest) = request.split_at(request.len() / 2);
+    let mut slow = join_all((0..20).map(|_| async {
+        let mut raw = RawClient::open(gw.client_addr).await;
+        raw.stream.write_all(first_part.as_bytes()).await.unwrap();
+        raw
+    }))
+    .await;
+    // Meanwhile 200 clients arrive at once, are set up one after the other, and each gets its
+    // welcome (`connect` checks it).
+    let started = std::time::Instant::now();
+    let fast = join_all((0..200).map(|i| {
+        let gw = &gw;
+        async move { gw.connect(&format!("fast{i}")).await }
+    }))
+    .await;
+    assert_eq!(fast.len(), 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "set-ups took {:?}", started.elapsed());
+    let mut witness = gw.connect("witness").await;
+    still_serving(&gw, &mut witness).await;
+    // The slow requests, completed in a second write, are answered and welcomed too.
+    for raw in &mut slow {
+        raw.stream.write_all(rest.as_bytes()).await.unwrap();
+    }
+    for raw in &mut slow {
+        raw.expect_upgraded().await;
+        let welcome = raw.read_frame(WAIT).await.expect("a welcome frame");
+        assert_eq!(serde_json::from_str::<Value>(welcome.text()).unwrap()["type"], "welcome");
+    }
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 221.0).await;
+    assert_eq!(gw.metric("pushgate_setups_waiting", &[]).await, 0.0);
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_does_not_hold_up_others() {
     let gw = Gateway::start_with(GatewayOptions::default().set("outbox_max_frames", 16)).await;
     let never_reads = RawClient::connect(gw.client_addr, &gw.token("sponge", None, &[])).await;
