@@ -98,18 +98,17 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
 /// One connection: waits — holding its socket and no buffer — until its whole request has
 /// arrived and a set-up slot is free, then sets it up. The set-up's state is allocated only then,
 /// so the thousands of connections a reconnect storm leaves waiting are small tasks; a client
-/// that sends its request slowly holds no slot.
+/// that sends its request slowly holds no slot. A connection over the limit is only refused
+/// (503), which is quick, and such connections are few (the overflow band): it takes no slot.
 async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, entry: Entry, tasks: TaskTracker) {
     let started = Instant::now();
     let deadline = started + node.config.handshake_timeout;
+    let admitted = matches!(entry, Entry::Admitted(_));
     let waited = tokio::time::timeout_at(deadline, async {
         if !request_arrived(&stream).await? {
             return Ok(None);
         }
-        node.metrics.setups_waiting.increment(1.0);
-        let slot = node.setups.clone().acquire_owned().await;
-        node.metrics.setups_waiting.decrement(1.0);
-        Ok::<_, std::io::Error>(slot.ok())
+        Ok::<_, std::io::Error>(Some(if admitted { Some(node.setup_slot().await) } else { None }))
     })
     .await;
     match waited {
@@ -126,8 +125,9 @@ async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, entry: Entr
 
 /// A connection's set-up slot and its clock.
 struct SetUp {
-    /// Given back when the set-up ends (the session's task has been spawned, or it failed).
-    slot: OwnedSemaphorePermit,
+    /// Given back when the set-up ends (the session's task has been spawned, or it failed); none
+    /// for a connection that is only refused.
+    slot: Option<OwnedSemaphorePermit>,
     started: Instant,
     /// The handshake ends by then (`handshake_timeout` after the accept).
     deadline: Instant,

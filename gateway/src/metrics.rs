@@ -78,6 +78,22 @@ impl Metrics {
     }
 }
 
+/// One unit of a gauge, held until dropped.
+pub struct GaugeUnit(Gauge);
+
+impl GaugeUnit {
+    pub fn hold(gauge: &Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeUnit {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics { .. }")

@@ -11,11 +11,16 @@ use std::{
 };
 
 use pushgate_protocol::{EnvelopeLimits, now_ms};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::Auth, cluster::Cluster, config::Config, durable::Durable, metrics::Metrics, registry::Registry,
+    auth::Auth,
+    cluster::Cluster,
+    config::Config,
+    durable::Durable,
+    metrics::{GaugeUnit, Metrics},
+    registry::Registry,
     session::OutboxLimits,
 };
 
@@ -122,7 +127,7 @@ pub struct Node {
     pub admission: Admission,
     /// Set-up slots (`setup_concurrency`): a connection whose request has arrived takes one to be
     /// answered and set up; its session gives it back when it starts.
-    pub setups: Arc<Semaphore>,
+    setups: Arc<Semaphore>,
     pub lifecycle: Lifecycle,
     pub outbox_limits: OutboxLimits,
     pub envelope_limits: EnvelopeLimits,
@@ -169,6 +174,13 @@ impl Node {
     /// Whether the demo page is served (by default only in standalone mode).
     pub fn demo_page(&self) -> bool {
         self.config.demo_page.unwrap_or_else(|| self.config.mode().is_ok_and(|m| m == crate::Mode::Standalone))
+    }
+
+    /// Waits for a set-up slot, counted in `pushgate_setups_waiting` meanwhile (also when the
+    /// wait is given up).
+    pub async fn setup_slot(&self) -> OwnedSemaphorePermit {
+        let _waiting = GaugeUnit::hold(&self.metrics.setups_waiting);
+        self.setups.clone().acquire_owned().await.expect("the set-up slots are never closed")
     }
 
     /// Admits a new client socket, or says it must be refused.

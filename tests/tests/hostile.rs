@@ -164,6 +164,41 @@ async fn requests_that_arrive_slowly_hold_no_setup_slot() {
 }
 
 #[tokio::test]
+async fn a_held_setup_slot_delays_only_admitted_set_ups_and_a_wait_given_up_is_uncounted() {
+    let gw = Gateway::start_with(
+        GatewayOptions::default().set("setup_concurrency", 1).set("handshake_timeout", "2s").set("max_connections", 3),
+    )
+    .await;
+    let mut witness = gw.connect("witness").await;
+    // Accepted first, its request sent later: its handshake deadline is the earliest.
+    let mut late = RawClient::open(gw.client_addr).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Takes the only slot: its head announces a body (larger than what is looked at before a
+    // set-up) that never comes, so its set-up waits for it until its deadline.
+    let mut holder = RawClient::open(gw.client_addr).await;
+    holder.stream.write_all(b"POST /dev/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Over the limit (3 sockets open): refused with 503 at once, without waiting for the slot.
+    let request = RawClient::upgrade_request(gw.client_addr, &gw.token("over", None, &[]));
+    let started = std::time::Instant::now();
+    let (status, _, body) = RawClient::http(gw.client_addr, &request).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("node_full"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(1), "the refusal took {:?}", started.elapsed());
+    // The late request arrives while the slot is held, and its deadline passes while it waits.
+    late.stream.write_all(request.as_bytes()).await.unwrap();
+    gw.wait_metric("pushgate_setups_waiting", &[], |v| v == 1.0).await;
+    assert!(late.wait_closed(Duration::from_secs(5)).await, "the late request was dropped at its deadline");
+    assert!(holder.wait_closed(Duration::from_secs(5)).await, "the holder was dropped at its deadline");
+    gw.wait_metric("pushgate_handshake_failures_total", &[("reason", "timeout")], |v| v >= 2.0).await;
+    assert_eq!(gw.metric("pushgate_setups_waiting", &[]).await, 0.0, "the wait given up is no longer counted");
+    still_serving(&gw, &mut witness).await;
+    // The slot is free again.
+    gw.wait_metric("pushgate_connections", &[], |v| v == 1.0).await;
+    let _again = gw.connect("again").await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_does_not_hold_up_others() {
     let gw = Gateway::start_with(GatewayOptions::default().set("outbox_max_frames", 16)).await;
     let never_reads = RawClient::connect(gw.client_addr, &gw.token("sponge", None, &[])).await;
