@@ -66,9 +66,12 @@ thread_local! {
 /// refuses it.
 pub async fn request_arrived(stream: &TcpStream) -> std::io::Result<bool> {
     loop {
-        stream.readable().await?;
+        let ready = stream.ready(Interest::READABLE).await?;
         match stream.try_io(Interest::READABLE, || peek_request(stream)) {
             Ok(arrived) => return Ok(arrived),
+            // The client closed its side with its request incomplete: it never will be (and
+            // the socket stays readable, so waiting again would spin).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ready.is_read_closed() => return Ok(false),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

@@ -199,6 +199,24 @@ async fn a_held_setup_slot_delays_only_admitted_set_ups_and_a_wait_given_up_is_u
 }
 
 #[tokio::test]
+async fn a_request_cut_short_by_the_client_is_dropped_at_once() {
+    // The handshake timeout is 10 s: only a connection given up at once closes within 2 s.
+    let gw = Gateway::start().await;
+    let mut cut = join_all((0..20).map(|_| async {
+        let mut raw = RawClient::open(gw.client_addr).await;
+        raw.stream.write_all(b"GET /ws?token=abc HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        raw.stream.shutdown().await.unwrap();
+        raw
+    }))
+    .await;
+    let closed = join_all(cut.iter_mut().map(|raw| raw.wait_closed(Duration::from_secs(2)))).await;
+    assert!(closed.iter().all(|c| *c), "every request cut short was dropped at once");
+    gw.wait_metric("pushgate_connections", &[], |v| v == 0.0).await;
+    let mut witness = gw.connect("witness").await;
+    still_serving(&gw, &mut witness).await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_does_not_hold_up_others() {
     let gw = Gateway::start_with(GatewayOptions::default().set("outbox_max_frames", 16)).await;
     let never_reads = RawClient::connect(gw.client_addr, &gw.token("sponge", None, &[])).await;
