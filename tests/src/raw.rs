@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use pushgate_protocol::ws::{self, OpCode};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
 /// A frame as the raw client reads it.
@@ -14,6 +14,8 @@ use tokio::{
 pub struct RawFrame {
     pub opcode: OpCode,
     pub payload: Vec<u8>,
+    /// Bytes the frame took on the wire, header included.
+    pub wire_len: usize,
 }
 
 impl RawFrame {
@@ -39,6 +41,14 @@ impl RawClient {
     /// Opens a TCP connection without sending anything.
     pub async fn open(addr: SocketAddr) -> Self {
         Self { stream: TcpStream::connect(addr).await.expect("tcp connect"), buf: Vec::new() }
+    }
+
+    /// Opens a TCP connection whose receive buffer is `bytes` (the kernel doubles it), so that
+    /// the server's writes to it fill its socket early.
+    pub async fn open_with_receive_buffer(addr: SocketAddr, bytes: u32) -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        Self { stream: socket.connect(addr).await.expect("tcp connect"), buf: Vec::new() }
     }
 
     /// Sends a raw HTTP request and returns the response head and body as text (the body is
@@ -132,7 +142,7 @@ impl RawClient {
             {
                 let payload = self.buf[head.head_len..head.frame_len()].to_vec();
                 self.buf.drain(..head.frame_len());
-                return Some(RawFrame { opcode: head.opcode, payload });
+                return Some(RawFrame { opcode: head.opcode, payload, wire_len: head.frame_len() });
             }
             match tokio::time::timeout_at(deadline, self.fill()).await {
                 Ok(Ok(())) => {}

@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use futures_util::future::join_all;
-use pushgate_tests::{Client, Gateway, GatewayOptions};
+use pushgate_tests::{Client, Gateway, GatewayOptions, RawClient, WAIT};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 /// Publishes a marker to `user` and checks it is the next message `client` sees, proving that
 /// nothing published before it reached this client.
@@ -236,4 +237,36 @@ async fn frames_written_at_once_never_interleave_with_the_sessions_own_replies()
     assert!(received > SENT / 2, "most messages arrive (a reader this fast drops few): {received}");
     assert!(pings > 100 && pongs == pings, "{pongs} pongs for {pings} pings");
     assert!(gw.metric("pushgate_frames_out_total", &[]).await >= (received + pongs) as f64);
+}
+
+#[tokio::test]
+async fn bytes_out_counts_every_byte_of_frames_the_outbox_wrote_partly_at_once() {
+    let gw = Gateway::start_with(
+        GatewayOptions::default().set("max_data_bytes", 600_000).set("outbox_max_bytes", 16 * 1024 * 1024),
+    )
+    .await;
+    // A small receive window and a client that does not read yet: broadcasts of 500 KB fill
+    // the socket, so a frame goes out partly at once and the session's task writes the rest.
+    let mut raw = RawClient::open_with_receive_buffer(gw.client_addr, 4096).await;
+    let request = RawClient::upgrade_request(gw.client_addr, &gw.token("slow", None, &[]));
+    raw.stream.write_all(request.as_bytes()).await.unwrap();
+    raw.expect_upgraded().await;
+    let welcome = raw.read_frame(WAIT).await.expect("welcome");
+    let before = gw.metric("pushgate_bytes_out_total", &[]).await;
+    assert_eq!(before, welcome.wire_len as f64, "only the welcome was written so far");
+    let blob = "b".repeat(500_000);
+    for n in 0..12 {
+        let (status, _) =
+            gw.publish(&json!({"to": {"all": true}, "data": {"n": n, "blob": blob}, "persist": false})).await;
+        assert_eq!(status, 202);
+    }
+    // Everything the gateway wrote is read and measured on the wire.
+    let mut received = 0;
+    let mut messages = 0;
+    while let Some(frame) = raw.read_frame(std::time::Duration::from_millis(500)).await {
+        received += frame.wire_len;
+        messages += usize::from(String::from_utf8_lossy(&frame.payload).contains("\"blob\""));
+    }
+    assert_eq!(messages, 12);
+    assert_eq!(gw.metric("pushgate_bytes_out_total", &[]).await - before, received as f64);
 }

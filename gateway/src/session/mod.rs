@@ -245,6 +245,11 @@ impl Session {
                 match event {
                     OutboxEvent::Frames(taken) => {
                         self.node.metrics.outbox_frames.decrement(taken as f64);
+                        // A frame the outbox wrote partly at once comes back with its written
+                        // prefix (`written` was 0: the socket is lent only while idle).
+                        if self.written > 0 {
+                            self.node.metrics.bytes_out.increment(self.written as u64);
+                        }
                         let frames = std::mem::take(&mut self.writing);
                         self.accept_live(frames);
                     }
