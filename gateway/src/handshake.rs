@@ -1,7 +1,7 @@
 //! The upgrade of a client connection (SPEC §3): wait, holding no buffer, until the request has
-//! arrived; read the request head under a size limit (the caller bounds the time), refuse it with the right status and JSON body in the SPEC's order —
-//! 404 path, 400 not an upgrade or bad query, 503 full or draining, 403 origin, 401 token — or
-//! answer `101 Switching Protocols`.
+//! arrived; read the request head under a size limit (the caller bounds the time); refuse it with
+//! the right status and JSON body in the SPEC's order — 404 path, 400 not an upgrade or bad
+//! query, 503 full or draining, 403 origin, 401 token — or answer `101 Switching Protocols`.
 
 use std::borrow::Cow;
 
@@ -83,8 +83,10 @@ pub async fn request_arrived(stream: &TcpStream) -> std::io::Result<bool> {
 fn peek_request(stream: &TcpStream) -> std::io::Result<bool> {
     PEEKED.with_borrow_mut(|peeked| {
         let (n, _) = rustix::net::recv(stream, &mut peeked[..], rustix::net::RecvFlags::PEEK)?;
-        let arrived = &peeked[..n];
-        let complete = match parse_request(arrived) {
+        if n == 0 {
+            return Ok(false);
+        }
+        let complete = match parse_request(&peeked[..n]) {
             Ok(None) => n == peeked.len(),
             Ok(Some(request)) => {
                 let whole = request.head_len.saturating_add(request.content_length.unwrap_or(0));
@@ -92,11 +94,7 @@ fn peek_request(stream: &TcpStream) -> std::io::Result<bool> {
             }
             Err(_) => true,
         };
-        match (n, complete) {
-            (0, _) => Ok(false),
-            (_, true) => Ok(true),
-            (_, false) => Err(std::io::ErrorKind::WouldBlock.into()),
-        }
+        if complete { Ok(true) } else { Err(std::io::ErrorKind::WouldBlock.into()) }
     })
 }
 

@@ -79,16 +79,16 @@ impl Metrics {
 }
 
 /// One unit of a gauge, held until dropped.
-pub struct GaugeUnit(Gauge);
+pub struct GaugeUnit<'a>(&'a Gauge);
 
-impl GaugeUnit {
-    pub fn hold(gauge: &Gauge) -> Self {
+impl<'a> GaugeUnit<'a> {
+    pub fn hold(gauge: &'a Gauge) -> Self {
         gauge.increment(1.0);
-        Self(gauge.clone())
+        Self(gauge)
     }
 }
 
-impl Drop for GaugeUnit {
+impl Drop for GaugeUnit<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }

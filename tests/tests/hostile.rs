@@ -170,13 +170,16 @@ async fn a_held_setup_slot_delays_only_admitted_set_ups_and_a_wait_given_up_is_u
     )
     .await;
     let mut witness = gw.connect("witness").await;
-    // Accepted first, its request sent later: its handshake deadline is the earliest.
+    // Accepted first, its request sent later: its handshake deadline is the earliest, 200 ms
+    // before the holder's (a spacing of deadlines, not a wait for anything).
     let mut late = RawClient::open(gw.client_addr).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Takes the only slot: its head announces a body (larger than what is looked at before a
     // set-up) that never comes, so its set-up waits for it until its deadline.
     let mut holder = RawClient::open(gw.client_addr).await;
     holder.stream.write_all(b"POST /dev/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
+    // Nothing shows that a set-up holds a slot (the waiting line does, once `late` writes; it
+    // must not win the slot): give the holder time to take it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Over the limit (3 sockets open): refused with 503 at once, without waiting for the slot.
     let request = RawClient::upgrade_request(gw.client_addr, &gw.token("over", None, &[]));
