@@ -22,7 +22,7 @@ use crate::{
     handshake::{Upgrade, handshake, request_arrived},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
     node::{Entry, Node},
-    session::{ClientState, CloseRequest, Ended, Role, Session, SessionHandle},
+    session::{ClientState, CloseRequest, Ended, Finish, Role, Session, SessionHandle},
 };
 
 /// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`);
@@ -163,22 +163,16 @@ async fn set_up(
     node.metrics.handshake_seconds.record(setup.started.elapsed().as_secs_f64());
     match upgraded.upgrade {
         Upgrade::Client { claims, last_seq } => {
-            let session = start_client(&node, stream, claims, last_seq).await;
+            let session = start_client(&node, claims, last_seq).await;
             drop(setup.slot);
-            tasks.spawn(session.live(&upgraded.pipelined, move |ended| {
-                finish_client(&node, ended);
-                drop(permit);
-            }));
+            tasks.spawn(session.live(stream, &upgraded.pipelined, Finish::new(finish_client, permit), tasks.clone()));
         }
         Upgrade::Echo => {
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
-            let session = Session::new(node.clone(), handle, stream, Role::Echo, None);
+            let session = Session::new(node.clone(), handle, Role::Echo, None);
             drop(setup.slot);
-            tasks.spawn(session.live(&upgraded.pipelined, move |ended| {
-                node.metrics.closed(ended.ending.server_code, ended.ending.client_code);
-                drop(permit);
-            }));
+            tasks.spawn(session.live(stream, &upgraded.pipelined, Finish::new(finish_echo, permit), tasks.clone()));
         }
     }
 }
@@ -186,7 +180,7 @@ async fn set_up(
 /// A client session up to its first frame: registered before its cursor is read (so nothing
 /// committed after that is missed: it arrives live, or the replay reads it), and welcomed with
 /// its cursor.
-async fn start_client(node: &Arc<Node>, stream: TcpStream, claims: SessionClaims, last_seq: Option<u64>) -> Session {
+async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<u64>) -> Session {
     let now = node.clock.now_ms();
     let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
     handle.begin_replay();
@@ -222,7 +216,7 @@ async fn start_client(node: &Arc<Node>, stream: TcpStream, claims: SessionClaims
     }
     node.durable.book.session_event(session_event(node, &handle, SessionEventKind::Open));
     let role = Role::Client(ClientState::new(claims.chs, welcome_cursor));
-    Session::new(node.clone(), handle, stream, role, Some(welcome))
+    Session::new(node.clone(), handle, role, Some(welcome))
 }
 
 /// A client session after its end: unregistered, left in presence, counted and logged.
@@ -245,6 +239,11 @@ fn finish_client(node: &Arc<Node>, ended: Ended) {
         node.durable.book.flush_soon();
     }
     tracing::debug!(session = %handle.id_string(), user = %shared.user, ?ending, "session ended");
+}
+
+/// An echo session after its end: counted.
+fn finish_echo(node: &Arc<Node>, ended: Ended) {
+    node.metrics.closed(ended.ending.server_code, ended.ending.client_code);
 }
 
 fn session_event(node: &Node, handle: &SessionHandle, kind: SessionEventKind) -> SessionEvent {

@@ -25,6 +25,8 @@ pub const CHANNELS: &str = "pushgate_channels";
 pub const ACCEPT_ERRORS: &str = "pushgate_accept_errors_total";
 pub const DRAINING: &str = "pushgate_draining";
 pub const SETUPS_WAITING: &str = "pushgate_setups_waiting";
+pub const SESSIONS_PARKED: &str = "pushgate_sessions_parked";
+pub const UNPARKS: &str = "pushgate_unparks_total";
 pub const HANDSHAKE_SECONDS: &str = "pushgate_handshake_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "pushgate_delivery_latency_seconds";
 
@@ -40,6 +42,10 @@ pub struct Metrics {
     pub channels: Gauge,
     /// Connections whose request has arrived, waiting for a set-up slot.
     pub setups_waiting: Gauge,
+    /// Idle sessions held without a task.
+    pub sessions_parked: Gauge,
+    /// Parked sessions whose task was spawned again (readable socket, or work in the outbox).
+    pub unparks: Counter,
     pub handshake_seconds: Histogram,
     pub delivery_seconds: Histogram,
     pub drops_overflow: Counter,
@@ -56,6 +62,8 @@ impl Metrics {
             outbox_frames: gauge!(OUTBOX_FRAMES),
             channels: gauge!(CHANNELS),
             setups_waiting: gauge!(SETUPS_WAITING),
+            sessions_parked: gauge!(SESSIONS_PARKED),
+            unparks: counter!(UNPARKS),
             handshake_seconds: histogram!(HANDSHAKE_SECONDS),
             delivery_seconds: histogram!(DELIVERY_SECONDS),
             drops_overflow: counter!(DROPS, "reason" => "outbox_full"),

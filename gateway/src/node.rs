@@ -21,8 +21,17 @@ use crate::{
     durable::Durable,
     metrics::{GaugeUnit, Metrics},
     registry::Registry,
-    session::OutboxLimits,
+    session::{OutboxLimits, ParkingLot},
 };
+
+/// The node's parking lot, on the current runtime; `None` (sessions stay running) outside a
+/// runtime or when the lot cannot start.
+fn start_parking(metrics: &Metrics) -> Option<Arc<ParkingLot>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    ParkingLot::start(runtime, metrics.sessions_parked.clone(), metrics.unparks.clone())
+        .inspect_err(|e| tracing::warn!(error = %e, "the parking lot did not start; idle sessions stay running"))
+        .ok()
+}
 
 /// A monotonic millisecond clock for liveness and latency. Cheap to read; starts at 1 so that 0
 /// can mean "never" in atomics.
@@ -129,6 +138,8 @@ pub struct Node {
     /// answered and set up; its session gives it back when it starts.
     setups: Arc<Semaphore>,
     pub lifecycle: Lifecycle,
+    /// Idle sessions without a task (`park_idle_sessions`); `None` when off.
+    pub parking: Option<Arc<ParkingLot>>,
     pub outbox_limits: OutboxLimits,
     pub envelope_limits: EnvelopeLimits,
     /// Wall-clock start, ms since the Unix epoch.
@@ -148,6 +159,8 @@ impl Node {
         let outbox_limits = OutboxLimits { max_frames: config.outbox_max_frames, max_bytes: config.outbox_max_bytes };
         let setups = Arc::new(Semaphore::new(config.setup_concurrency));
         let envelope_limits = EnvelopeLimits { max_data_bytes: config.max_data_bytes, ..EnvelopeLimits::default() };
+        let metrics = Metrics::new();
+        let parking = if config.park_idle_sessions { start_parking(&metrics) } else { None };
         Arc::new(Self {
             config,
             node_id,
@@ -155,11 +168,12 @@ impl Node {
             auth,
             durable,
             cluster,
-            metrics: Metrics::new(),
+            metrics,
             clock: Clock::new(),
             admission: Admission::new(max_connections, overflow),
             setups,
             lifecycle: Lifecycle::default(),
+            parking,
             outbox_limits,
             envelope_limits,
             started_ms: now_ms(),

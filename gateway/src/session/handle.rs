@@ -18,6 +18,7 @@
 
 use std::{
     collections::VecDeque,
+    io::{self, Write},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -119,8 +120,9 @@ struct Outbox {
     missed: bool,
     /// The node asked the session to re-read its inbox.
     catch_up: bool,
-    /// The socket, while the task lends it for direct writes (it has nothing to write).
-    lent: Option<Arc<TcpStream>>,
+    /// The socket, while the task lends it for direct writes (it has nothing to write), or
+    /// while the session is parked.
+    lent: Option<Lent>,
     /// Bytes of the queue's head that a direct write already sent (0: none): the task writes
     /// the rest before anything of its own. A frame is at most the outbox's byte limit.
     head_written: u32,
@@ -140,8 +142,11 @@ impl Outbox {
             return Direct::Sent;
         }
         // A full socket, an error (the task meets it on its next read or write) or a partial
-        // write: the task takes over.
-        self.lent = None;
+        // write: the task takes over. A parked session's socket stays here until the lot takes
+        // it back; the frame queued (or the gap counted) stops any direct write meanwhile.
+        if let Some(Lent::Running(_)) = self.lent {
+            self.lent = None;
+        }
         match written {
             Ok(n) if n > 0 => {
                 self.head_written = u32::try_from(n).unwrap_or(u32::MAX);
@@ -156,6 +161,25 @@ impl Outbox {
         self.bytes += out.frame.len();
         self.queue.push_back(out);
         self.waker.take()
+    }
+}
+
+/// The socket as lent to the outbox.
+#[derive(Debug)]
+enum Lent {
+    /// The running task's (registered with the runtime), shared with it.
+    Running(Arc<TcpStream>),
+    /// A parked session's, owned here until the parking lot takes it back.
+    Parked(std::net::TcpStream),
+}
+
+impl Lent {
+    fn try_write(&self, frame: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Running(stream) => stream.try_write(frame),
+            // Non-blocking since it left the runtime.
+            Self::Parked(socket) => (&*socket).write(frame),
+        }
     }
 }
 
@@ -321,13 +345,35 @@ impl SessionHandle {
     pub(crate) fn lend_socket(&self, stream: &Arc<TcpStream>) {
         let mut outbox = self.0.outbox.lock();
         if outbox.queue.is_empty() && outbox.close.is_none() {
-            outbox.lent = Some(stream.clone());
+            outbox.lent = Some(Lent::Running(stream.clone()));
         }
     }
 
     /// Takes the socket back (no direct write runs or starts after this returns).
     pub(crate) fn reclaim_socket(&self) {
         self.0.outbox.lock().lent = None;
+    }
+
+    /// Parks the session: its socket (out of the runtime) is lent for direct writes until the
+    /// parking lot takes it back, and `unpark` is the waker. Returns whether there is work
+    /// already (the session must be unparked at once).
+    pub(crate) fn park(&self, socket: std::net::TcpStream, unpark: Waker) -> bool {
+        let mut outbox = self.0.outbox.lock();
+        outbox.lent = Some(Lent::Parked(socket));
+        outbox.waker = Some(unpark);
+        outbox.head_written > 0
+            || (outbox.close.is_some() && !outbox.close_taken)
+            || outbox.catch_up
+            || !outbox.queue.is_empty()
+            || !outbox.gaps.is_empty()
+    }
+
+    /// Takes a parked session's socket back (to register it with the runtime again).
+    pub(crate) fn reclaim_parked_socket(&self) -> Option<std::net::TcpStream> {
+        match self.0.outbox.lock().lent.take() {
+            Some(Lent::Parked(socket)) => Some(socket),
+            _ => None,
+        }
     }
 
     /// Called by the session task: takes its socket back first — a frame a direct write left

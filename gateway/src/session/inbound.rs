@@ -8,17 +8,18 @@ use pushgate_protocol::{
     ClientFrame, ClientRequest, CloseCode, ErrorCode, ServerFrame,
     ws::{self, Message, OpCode, Violation},
 };
+use tokio::net::TcpStream;
 
 use super::{CloseRequest, Phase, Role, SCRATCH, Session, rate::Verdict};
 
 impl Session {
     /// One read from the socket, then every complete frame in it. `Err` ends the session
     /// (EOF or a socket error).
-    pub(super) fn read_some(&mut self) -> io::Result<()> {
+    pub(super) fn read_some(&mut self, stream: &TcpStream) -> io::Result<()> {
         let now = self.node.clock.now_ms();
         if self.leftover.is_empty() {
             SCRATCH.with_borrow_mut(|scratch| {
-                let n = match self.stream.try_read(scratch) {
+                let n = match stream.try_read(scratch) {
                     Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -39,7 +40,7 @@ impl Session {
                 _ => ws::MAX_HEAD_LEN,
             };
             self.leftover.reserve(want.saturating_sub(self.leftover.len()).max(4096));
-            match self.stream.try_read_buf(&mut self.leftover) {
+            match stream.try_read_buf(&mut self.leftover) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -1,17 +1,22 @@
-//! The session task: one per connection, owning its socket, reading and writing in one poll
-//! loop (no split, no second task, no lock across an await). While it has nothing to write it
-//! lends the socket to its outbox, where deliveries write non-durable frames at once (see
-//! `handle`); it takes the socket back before writing anything itself.
+//! The session task: one per connection while the session has something to do, owning its
+//! socket, reading and writing in one poll loop (no split, no second task, no lock across an
+//! await). While it has nothing to write it lends the socket to its outbox, where deliveries
+//! write non-durable frames at once (see `handle`); it takes the socket back before writing
+//! anything itself. While it has nothing to do at all it parks (see `park`): the task ends, the
+//! socket leaves the runtime, and the task is spawned again when the socket turns readable or
+//! the outbox has work.
 //!
 //! Memory is the design constraint (100k sessions per node): an idle session holds its socket,
-//! this struct and its [`SessionHandle`] — no read buffer (reads land in a per-thread scratch
-//! buffer and only an incomplete frame is copied out), no write buffer (queued frames are shared
-//! `Bytes`, written with one vectored write, and the queue's allocation is released once it is
-//! empty), no timer (the heartbeat wheel watches liveness from outside; a session holds a timer
-//! only while closing), no tracing span.
+//! this struct and its [`SessionHandle`] — no task and no runtime I/O registration (parked), no
+//! read buffer (reads land in a per-thread scratch buffer and only an incomplete frame is
+//! copied out), no write buffer (queued frames are shared `Bytes`, written with one vectored
+//! write, and the queue's allocation is released once it is empty), no timer (the heartbeat
+//! wheel watches liveness from outside; a session holds a timer only while closing), no tracing
+//! span.
 
 mod handle;
 mod inbound;
+mod park;
 mod rate;
 mod resume;
 
@@ -28,6 +33,7 @@ use std::{
 
 use bytes::Bytes;
 pub use handle::{CloseRequest, Outbound, OutboxEvent, OutboxLimits, Pushed, SessionHandle, SessionId};
+pub use park::ParkingLot;
 use pushgate_protocol::{
     ChannelName, ChannelPattern, CloseCode, ErrorCode, ServerFrame,
     ws::{self, Assembler, Violation},
@@ -35,8 +41,9 @@ use pushgate_protocol::{
 use rate::RateBucket;
 use resume::CatchUp;
 use tokio::{net::TcpStream, time::Sleep};
+use tokio_util::task::TaskTracker;
 
-use crate::node::Node;
+use crate::node::{Node, Permit};
 
 /// Per-thread buffer that socket reads land in; only the bytes of an incomplete frame are
 /// copied out of it into the session. 16 KiB holds a burst of small client frames.
@@ -118,45 +125,107 @@ pub struct Ending {
     pub client_code: Option<u16>,
 }
 
-/// A running session: the whole state of an idle session's task (see [`Session::live`]).
-pub struct Live<F> {
-    session: Option<Session>,
-    finish: Option<F>,
+/// What runs when a session ends: the node's bookkeeping for it, then its admission slot is
+/// given back.
+pub struct Finish {
+    then: fn(&Arc<Node>, Ended),
+    permit: Permit,
 }
 
-impl<F: FnOnce(Ended) + Unpin> Future for Live<F> {
+impl Finish {
+    pub fn new(then: fn(&Arc<Node>, Ended), permit: Permit) -> Self {
+        Self { then, permit }
+    }
+
+    fn run(self, session: Session) {
+        let node = session.node.clone();
+        (self.then)(&node, session.into_ended());
+        drop(self.permit);
+    }
+}
+
+/// A session with its task: the state, the socket (registered with the runtime), what runs at
+/// its end, and the tracker its task runs on.
+pub(crate) struct Running {
+    session: Session,
+    stream: Arc<TcpStream>,
+    finish: Finish,
+    tasks: TaskTracker,
+}
+
+/// A session's task: the whole state of a session that is not parked (see [`Session::live`]).
+/// It ends when the session ends, or when the session parks (see `park`).
+pub struct Live {
+    running: Option<Running>,
+}
+
+impl From<Running> for Live {
+    fn from(running: Running) -> Self {
+        Self { running: Some(running) }
+    }
+}
+
+impl Future for Live {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let Some(session) = this.session.as_mut() else { return Poll::Ready(()) };
-        if session.poll(cx).is_pending() {
-            return Poll::Pending;
+        let Some(running) = this.running.as_mut() else { return Poll::Ready(()) };
+        match running.session.turn(cx, &running.stream) {
+            Turn::Busy => Poll::Pending,
+            Turn::Idle => {
+                let lot = running.session.node.parking.as_ref().filter(|lot| lot.is_working());
+                match lot {
+                    Some(lot) if running.session.parkable() => {
+                        let lot = lot.clone();
+                        let running = this.running.take().expect("checked above");
+                        match lot.park(running) {
+                            None => Poll::Ready(()),
+                            Some(running) => {
+                                running.session.lend_socket_if_idle(&running.stream);
+                                this.running = Some(running);
+                                Poll::Pending
+                            }
+                        }
+                    }
+                    _ => {
+                        running.session.lend_socket_if_idle(&running.stream);
+                        Poll::Pending
+                    }
+                }
+            }
+            Turn::Ended => {
+                let running = this.running.take().expect("checked above");
+                running.session.handle.reclaim_socket();
+                running.finish.run(running.session);
+                Poll::Ready(())
+            }
         }
-        session.handle.reclaim_socket();
-        let ended = this.session.take().map(Session::into_ended);
-        if let (Some(ended), Some(finish)) = (ended, this.finish.take()) {
-            finish(ended);
-        }
-        Poll::Ready(())
     }
 }
 
 /// A session task dropped before its end (the runtime shutting down) takes its socket back, so
 /// that the socket closes with it.
-impl<F> Drop for Live<F> {
+impl Drop for Live {
     fn drop(&mut self) {
-        if let Some(session) = &self.session {
-            session.handle.reclaim_socket();
+        if let Some(running) = &self.running {
+            running.session.handle.reclaim_socket();
         }
     }
+}
+
+/// What one turn of a session's task came to.
+enum Turn {
+    /// Waiting, with nothing under way: it may lend its socket, or park.
+    Idle,
+    /// Waiting for its writes, its inbox read or its close, or yielding to other tasks.
+    Busy,
+    Ended,
 }
 
 pub struct Session {
     node: Arc<Node>,
     handle: SessionHandle,
-    /// Shared with the outbox while lent for direct writes (see `handle`).
-    stream: Arc<TcpStream>,
     role: Role,
     /// Frames being written; `written` bytes of the front one are already out.
     writing: VecDeque<Outbound>,
@@ -175,7 +244,7 @@ pub struct Session {
 impl Session {
     /// A session that starts by writing `first` (the welcome frame) and then reads `pipelined`
     /// (bytes the client sent right behind its upgrade request).
-    pub fn new(node: Arc<Node>, handle: SessionHandle, stream: TcpStream, role: Role, first: Option<Bytes>) -> Self {
+    pub fn new(node: Arc<Node>, handle: SessionHandle, role: Role, first: Option<Bytes>) -> Self {
         let now = node.clock.now_ms();
         let max_message = match role {
             Role::Client(_) => node.config.max_frame_bytes,
@@ -189,7 +258,6 @@ impl Session {
         Self {
             node,
             handle,
-            stream: Arc::new(stream),
             role,
             writing,
             written: 0,
@@ -207,11 +275,13 @@ impl Session {
         &self.handle
     }
 
-    /// The session as its own task's future: it first reads `pipelined` (bytes the client sent
-    /// right behind its upgrade request), runs until the connection ends, then hands what is
-    /// left to `finish`. Spawned on its own, after the handshake's task has ended, so that an
-    /// idle session's task holds this state and nothing of the handshake or the set-up.
-    pub fn live<F: FnOnce(Ended) + Send + 'static>(mut self, pipelined: &[u8], finish: F) -> Live<F> {
+    /// The session as its own task's future, on `stream`: it first reads `pipelined` (bytes the
+    /// client sent right behind its upgrade request), runs until the connection ends — parked
+    /// while idle, when the node parks sessions — then hands what is left to `finish`. Spawned on
+    /// `tasks` (where an unparked session's task is spawned again), after the handshake's task
+    /// has ended, so that an idle session's task holds this state and nothing of the handshake
+    /// or the set-up.
+    pub fn live(mut self, stream: TcpStream, pipelined: &[u8], finish: Finish, tasks: TaskTracker) -> Live {
         if !pipelined.is_empty() {
             let mut bytes = pipelined.to_vec();
             match self.process(&mut bytes) {
@@ -220,7 +290,7 @@ impl Session {
                 Err(v) => self.violation(v),
             }
         }
-        Live { session: Some(self), finish: Some(finish) }
+        Live::from(Running { session: self, stream: Arc::new(stream), finish, tasks })
     }
 
     fn into_ended(self) -> Ended {
@@ -232,7 +302,8 @@ impl Session {
         }
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Runs the session until it must wait (or yields to other tasks).
+    fn turn(&mut self, cx: &mut Context<'_>, stream: &TcpStream) -> Turn {
         for _ in 0..ROUNDS_PER_POLL {
             // 0. Inbox pages being read (replay, or a gap before a live frame).
             let mut progressed = self.phase == Phase::Open && self.poll_catch_up(cx);
@@ -266,8 +337,8 @@ impl Session {
 
             // 2. Write what is queued.
             if !self.writing.is_empty() && self.phase != Phase::Done {
-                match self.stream.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => match self.write_some() {
+                match stream.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.write_some(stream) {
                         Ok(()) => progressed = true,
                         Err(_) => self.phase = Phase::Done,
                     },
@@ -281,8 +352,8 @@ impl Session {
 
             // 3. Read, unless replies are piling up behind a client that does not read.
             if self.phase != Phase::Done && self.writing.len() < self.node.outbox_limits.max_frames {
-                match self.stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => match self.read_some() {
+                match stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => match self.read_some(stream) {
                         Ok(()) => progressed = true,
                         Err(_) => self.phase = Phase::Done,
                     },
@@ -292,26 +363,35 @@ impl Session {
             }
 
             if self.phase == Phase::Done {
-                return Poll::Ready(());
+                return Turn::Ended;
             }
             if !progressed {
-                self.lend_socket_if_idle();
-                return Poll::Pending;
+                return Turn::Idle;
             }
         }
         cx.waker().wake_by_ref();
-        Poll::Pending
+        Turn::Busy
+    }
+
+    /// Whether the session may park: a live client session, open, with nothing to write and no
+    /// timer (an incomplete inbound frame may wait parked: it is state, not work).
+    fn parkable(&self) -> bool {
+        matches!(self.role, Role::Client(_))
+            && self.phase == Phase::Open
+            && self.writing.is_empty()
+            && self.close_deadline.is_none()
+            && self.is_live()
     }
 
     /// Lends the socket to the outbox for direct writes while a live client session has
     /// nothing to write (see `handle`).
-    fn lend_socket_if_idle(&self) {
+    fn lend_socket_if_idle(&self, stream: &Arc<TcpStream>) {
         if self.writing.is_empty()
             && self.phase == Phase::Open
             && self.is_live()
             && matches!(self.role, Role::Client(_))
         {
-            self.handle.lend_socket(&self.stream);
+            self.handle.lend_socket(stream);
         }
     }
 
@@ -321,7 +401,7 @@ impl Session {
 
     /// One vectored write of the queued frames. `Ok` also on `WouldBlock` (the readiness is
     /// then cleared and the next poll registers for it).
-    fn write_some(&mut self) -> io::Result<()> {
+    fn write_some(&mut self, stream: &TcpStream) -> io::Result<()> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
         for (i, out) in self.writing.iter().take(MAX_IOV).enumerate() {
@@ -329,7 +409,7 @@ impl Session {
             slices[i] = IoSlice::new(&out.frame[from..]);
             count += 1;
         }
-        let mut n = match self.stream.try_write_vectored(&slices[..count]) {
+        let mut n = match stream.try_write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

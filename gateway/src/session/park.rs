@@ -1,0 +1,218 @@
+//! The parking lot: idle client sessions held without a task and without a runtime I/O
+//! registration — the two 128-byte-aligned blocks (the task cell and tokio's `ScheduledIo`) that
+//! were most of an idle session's memory.
+//!
+//! A session parks when its task has nothing to do: its state moves, boxed, into the lot's map;
+//! its socket leaves the runtime and is lent to its outbox, where deliveries go on writing to it
+//! directly (see `handle`), and is armed once (`EPOLLONESHOT`) for reading in the lot's own epoll
+//! set. Two things unpark it: the socket turning readable (a client frame, a Pong, EOF — the
+//! lot's one thread waits for that) or a wake from the outbox (a frame that did not go out at
+//! once, a close or catch-up request). Unparking registers the socket with the runtime again and
+//! spawns the session's task again, on the same task tracker, so a drain or shutdown still waits
+//! for it. The lot's thread never reads or writes a socket.
+
+use std::{
+    io,
+    os::fd::OwnedFd,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Wake, Waker},
+    thread,
+};
+
+use dashmap::{DashMap, mapref::entry::Entry};
+use metrics::{Counter, Gauge};
+use parking_lot::Mutex;
+use rustix::{
+    buffer::spare_capacity,
+    event::{Timespec, epoll},
+};
+use tokio::{net::TcpStream, runtime::Handle};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::{Finish, Live, Running, Session};
+
+/// Readiness events taken from the epoll set per wait.
+const EVENTS_PER_WAIT: usize = 256;
+/// How often the lot's thread looks whether its node is gone.
+const WAIT_TIMEOUT: Timespec = Timespec { tv_sec: 1, tv_nsec: 0 };
+
+/// The parked sessions of one node and the thread that unparks them.
+pub struct ParkingLot {
+    epoll: OwnedFd,
+    /// Behind a mutex only to be `Sync` (a session is `Send`): it is only inserted and removed.
+    parked: DashMap<u64, Box<Mutex<Parked>>>,
+    next_token: AtomicU64,
+    runtime: Handle,
+    /// Cleared when the epoll set refuses a socket: sessions then stay running.
+    working: AtomicBool,
+    /// `pushgate_sessions_parked`.
+    gauge: Gauge,
+    /// `pushgate_unparks_total`.
+    unparks: Counter,
+}
+
+/// What a parked session's task held, but its socket (in the outbox while parked).
+struct Parked {
+    session: Session,
+    finish: Finish,
+    /// Keeps the node's task tracker waiting for this session as if its task still ran.
+    tracker: TaskTrackerToken,
+}
+
+/// The waker a parked session leaves in its outbox.
+struct Unpark {
+    lot: Weak<ParkingLot>,
+    token: u64,
+}
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(lot) = self.lot.upgrade() {
+            lot.unpark(self.token);
+        }
+    }
+}
+
+impl std::fmt::Debug for ParkingLot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkingLot").field("parked", &self.parked.len()).finish_non_exhaustive()
+    }
+}
+
+impl ParkingLot {
+    /// A lot whose sessions run on `runtime` when unparked, with its thread started.
+    pub fn start(runtime: Handle, gauge: Gauge, unparks: Counter) -> io::Result<Arc<Self>> {
+        let lot = Arc::new(Self {
+            epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            parked: DashMap::new(),
+            next_token: AtomicU64::new(1),
+            runtime,
+            working: AtomicBool::new(true),
+            gauge,
+            unparks,
+        });
+        let watched = Arc::downgrade(&lot);
+        thread::Builder::new().name("pushgate-park".into()).spawn(move || watch(&watched))?;
+        Ok(lot)
+    }
+
+    /// Sessions parked now.
+    pub fn len(&self) -> usize {
+        self.parked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    pub(super) fn is_working(&self) -> bool {
+        self.working.load(Ordering::Relaxed)
+    }
+
+    /// Parks an idle running session (whose task then ends). Gives it back when its socket
+    /// cannot leave the runtime now.
+    pub(super) fn park(self: &Arc<Self>, running: Running) -> Option<Running> {
+        let Running { session, stream, finish, tasks } = running;
+        session.handle.reclaim_socket();
+        let stream = match Arc::try_unwrap(stream) {
+            Ok(stream) => stream,
+            Err(stream) => return Some(Running { session, stream, finish, tasks }),
+        };
+        let socket = match stream.into_std() {
+            Ok(socket) => socket,
+            Err(e) => {
+                // The socket is closed with the failed deregistration: the session ends here.
+                tracing::warn!(error = %e, "a session's socket could not leave the runtime");
+                finish.run(session);
+                return None;
+            }
+        };
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let waker = Waker::from(Arc::new(Unpark { lot: Arc::downgrade(self), token }));
+        let Entry::Vacant(slot) = self.parked.entry(token) else { unreachable!("tokens are never reused") };
+        // The map's shard stays locked until the socket is armed and lent, so an unpark (a wake
+        // from the outbox, or readiness) for this token waits until the session is all here.
+        let mut parked = slot.insert(Box::new(Mutex::new(Parked { session, finish, tracker: tasks.token() })));
+        let armed = self.arm(&socket, token);
+        let pending = parked.get_mut().session.handle.park(socket, waker);
+        drop(parked);
+        self.gauge.increment(1.0);
+        if let Err(e) = armed {
+            tracing::warn!(error = %e, "the parking lot's epoll set refused a socket; sessions stay running");
+            self.working.store(false, Ordering::Relaxed);
+        }
+        if pending || !self.is_working() {
+            self.unpark(token);
+        }
+        None
+    }
+
+    /// Arms `socket` for one readiness event in the lot's epoll set (modifying its entry from
+    /// an earlier park, or adding it).
+    fn arm(&self, socket: &std::net::TcpStream, token: u64) -> io::Result<()> {
+        let data = epoll::EventData::new_u64(token);
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        match epoll::modify(&self.epoll, socket, data, flags) {
+            Err(rustix::io::Errno::NOENT) => epoll::add(&self.epoll, socket, data, flags)?,
+            other => other?,
+        }
+        Ok(())
+    }
+
+    /// Spawns the task of the session parked under `token` again (nothing when it is not
+    /// parked any more: wakes and readiness may both come for one park).
+    fn unpark(&self, token: u64) {
+        let Some((_, parked)) = self.parked.remove(&token) else { return };
+        self.gauge.decrement(1.0);
+        self.unparks.increment(1);
+        let Parked { session, finish, tracker } = parked.into_inner();
+        let Some(socket) = session.handle.reclaim_parked_socket() else {
+            tracing::error!("a parked session's socket was not in its outbox; ending the session");
+            finish.run(session);
+            return;
+        };
+        let _runtime = self.runtime.enter();
+        match TcpStream::from_std(socket) {
+            Ok(stream) => {
+                let tasks = tracker.task_tracker().clone();
+                let running = Running { session, stream: Arc::new(stream), finish, tasks: tasks.clone() };
+                tasks.spawn_on(Live::from(running), &self.runtime);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a parked session's socket could not rejoin the runtime");
+                finish.run(session);
+            }
+        }
+    }
+}
+
+/// The lot's thread: unparks the sessions whose sockets turn readable, until the lot is gone.
+fn watch(lot: &Weak<ParkingLot>) {
+    let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
+    loop {
+        let Some(lot) = lot.upgrade() else { return };
+        events.clear();
+        match epoll::wait(&lot.epoll, spare_capacity(&mut events), Some(&WAIT_TIMEOUT)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "the parking lot cannot wait on its epoll set; sessions stay running");
+                lot.working.store(false, Ordering::Relaxed);
+                for token in lot.parked.iter().map(|p| *p.key()).collect::<Vec<_>>() {
+                    lot.unpark(token);
+                }
+                return;
+            }
+        }
+        for event in &events {
+            lot.unpark(event.data.u64());
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Parked sessions (`park_idle_sessions`): an idle session held without a task still gets every
+//! delivery, answers its client, keeps its heartbeat, closes when asked and ends when its client
+//! goes away; with parking off, sessions stay running.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use pushgate_tests::{Gateway, GatewayOptions, RawClient, Received};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+const PARKED: &str = "pushgate_sessions_parked";
+const UNPARKS: &str = "pushgate_unparks_total";
+
+#[tokio::test]
+async fn a_parked_session_gets_deliveries_answers_requests_and_closes_when_asked() {
+    let gw = Gateway::start().await;
+    let mut client = gw.connect("parked").await;
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    let unparks = gw.metric(UNPARKS, &[]).await;
+
+    // A non-durable message is written to the parked socket directly: the session stays parked.
+    let (status, _) = gw.publish(&json!({"to": {"users": ["parked"]}, "data": "direct", "persist": false})).await;
+    assert_eq!(status, 202);
+    assert_eq!(client.next_of_type("message").await["data"], "direct");
+    assert_eq!(gw.metric(UNPARKS, &[]).await, unparks, "a direct write needs no task");
+    assert_eq!(gw.metric(PARKED, &[]).await, 1.0);
+
+    // A durable message goes through the task (it checks the seq): unparked, then parked again.
+    let (status, _) = gw.publish(&json!({"to": {"users": ["parked"]}, "data": "durable", "persist": true})).await;
+    assert_eq!(status, 202);
+    let m = client.next_of_type("message").await;
+    assert_eq!((m["data"].as_str(), m["seq"].as_u64()), (Some("durable"), Some(1)));
+    gw.wait_metric(UNPARKS, &[], |v| v >= unparks + 1.0).await;
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+
+    // A client request makes the socket readable: unparked, answered, parked again.
+    let unparks = gw.metric(UNPARKS, &[]).await;
+    assert_eq!(client.ping().await["type"], "pong");
+    assert_eq!(client.subscribe("news", None).await["type"], "subscribed");
+    gw.wait_metric(UNPARKS, &[], |v| v >= unparks + 1.0).await;
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    let (status, _) = gw.publish(&json!({"to": {"channel": "news"}, "data": "on news"})).await;
+    assert_eq!(status, 202);
+    assert_eq!(client.next_of_type("message").await["data"], "on news");
+
+    // A close request wakes it.
+    let (status, _) = gw.post_json("/v1/users/parked/disconnect", String::new()).await;
+    assert_eq!(status, 202);
+    assert_eq!(client.expect_close().await, 4000);
+    drop(client);
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    assert_eq!(gw.metric(PARKED, &[]).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_parked_session_keeps_its_heartbeat() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("heartbeat", "200ms")).await;
+    let mut client = gw.connect("beating").await;
+    let unparks = gw.metric(UNPARKS, &[]).await;
+    // Silence for 2.5 heartbeats closes a session: this one answers the server's Pings (the
+    // client reads, and so pongs) through 8 heartbeats, each Pong unparking it.
+    assert!(matches!(client.next_within(Duration::from_millis(1600)).await, Received::Timeout));
+    let woken = gw.metric(UNPARKS, &[]).await - unparks;
+    assert!(woken >= 4.0, "each Pong unparks the session: {woken}");
+    assert_eq!(client.ping().await["type"], "pong", "still open");
+    assert_eq!(gw.metric("pushgate_sessions", &[]).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_parked_session_ends_when_its_client_goes_away() {
+    let gw = Gateway::start().await;
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("gone", None, &[])).await;
+    let welcome = raw.read_frame(Duration::from_secs(5)).await.unwrap();
+    assert!(welcome.text().contains("welcome"), "{}", welcome.text());
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    // Half a frame, then the connection ends: the session (parked on an incomplete frame, then
+    // woken by EOF) ends and nothing stays parked.
+    raw.stream.write_all(&[0x81, 0x85, 1, 2]).await.unwrap();
+    gw.wait_metric(UNPARKS, &[], |v| v >= 1.0).await;
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    drop(raw);
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    assert_eq!(gw.metric(PARKED, &[]).await, 0.0);
+    assert_eq!(gw.metric("pushgate_closes_total", &[("by", "network")]).await, 1.0);
+}
+
+#[tokio::test]
+async fn sessions_stay_running_when_parking_is_off() {
+    let gw = Gateway::start_with(GatewayOptions::default().set("park_idle_sessions", "false")).await;
+    let mut client = gw.connect("running").await;
+    let (status, _) = gw.publish(&json!({"to": {"users": ["running"]}, "data": 1, "persist": true})).await;
+    assert_eq!(status, 202);
+    assert_eq!(client.next_of_type("message").await["data"], 1);
+    for _ in 0..3 {
+        assert_eq!(client.ping().await["type"], "pong");
+    }
+    assert_eq!(gw.metric(PARKED, &[]).await, 0.0);
+    assert_eq!(gw.metric(UNPARKS, &[]).await, 0.0);
+}
