@@ -214,6 +214,20 @@ pub fn decode_head(buf: &[u8], require_mask: bool, max_payload: usize) -> Result
     Ok(Some(FrameHead { fin, opcode, mask, payload_len: len as usize, head_len: at }))
 }
 
+/// The length of the complete client Pong frames (masked, as a server requires) at the start of
+/// `buf`: a client's heartbeat answers, which need nothing but reading. Stops at anything else,
+/// an incomplete frame or a frame a server must refuse.
+pub fn leading_pongs(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Ok(Some(head)) = decode_head(&buf[at..], true, MAX_CONTROL_PAYLOAD) {
+        if head.opcode != OpCode::Pong || buf.len() - at < head.frame_len() {
+            break;
+        }
+        at += head.frame_len();
+    }
+    at
+}
+
 /// Unmasks (or masks: the operation is its own inverse) a payload in place.
 pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
     let key8 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
@@ -392,6 +406,24 @@ mod tests {
             assert_eq!(head.head_len, head_len(len));
             assert_eq!(&frame[head.head_len..], &payload[..]);
         }
+    }
+
+    #[test]
+    fn leading_pongs_covers_complete_masked_pongs_only() {
+        let pong = encode_client(OpCode::Pong, true, b"beat", KEY);
+        let two = [pong.clone(), pong.clone()].concat();
+        assert_eq!(leading_pongs(&two), two.len());
+        assert_eq!(leading_pongs(&[]), 0);
+        // Stops at an incomplete Pong, at any other frame, and at an unmasked Pong.
+        assert_eq!(leading_pongs(&two[..two.len() - 1]), pong.len());
+        let text = encode_client(OpCode::Text, true, b"{}", KEY);
+        assert_eq!(leading_pongs(&[pong.clone(), text.clone(), pong.clone()].concat()), pong.len());
+        assert_eq!(leading_pongs(&[text, pong.clone()].concat()), 0);
+        let ping = encode_client(OpCode::Ping, true, b"", KEY);
+        assert_eq!(leading_pongs(&ping), 0);
+        assert_eq!(leading_pongs(&encode(OpCode::Pong, b"beat")), 0, "unmasked");
+        // A non-final Pong is a violation the session must answer: not a heartbeat.
+        assert_eq!(leading_pongs(&encode_client(OpCode::Pong, false, b"", KEY)), 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use pushgate_protocol::ws::{self, OpCode};
 use pushgate_tests::{Gateway, GatewayOptions, RawClient, Received};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -54,17 +55,48 @@ async fn a_parked_session_gets_deliveries_answers_requests_and_closes_when_asked
 }
 
 #[tokio::test]
-async fn a_parked_session_keeps_its_heartbeat() {
+async fn a_parked_session_keeps_its_heartbeat_without_being_unparked() {
     let gw = Gateway::start_with(GatewayOptions::default().set("heartbeat", "200ms")).await;
     let mut client = gw.connect("beating").await;
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
     let unparks = gw.metric(UNPARKS, &[]).await;
     // Silence for 2.5 heartbeats closes a session: this one answers the server's Pings (the
-    // client reads, and so pongs) through 8 heartbeats, each Pong unparking it.
+    // client reads, and so pongs) through 8 heartbeats, and the parking lot reads the Pongs
+    // itself — the session stays parked and open.
     assert!(matches!(client.next_within(Duration::from_millis(1600)).await, Received::Timeout));
-    let woken = gw.metric(UNPARKS, &[]).await - unparks;
-    assert!(woken >= 4.0, "each Pong unparks the session: {woken}");
+    assert_eq!(gw.metric(UNPARKS, &[]).await, unparks, "Pongs are read without unparking");
+    assert_eq!(gw.metric(PARKED, &[]).await, 1.0);
     assert_eq!(client.ping().await["type"], "pong", "still open");
     assert_eq!(gw.metric("pushgate_sessions", &[]).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_pong_glued_to_a_request_unparks_the_session_for_both() {
+    let gw = Gateway::start().await;
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token("glued", None, &[])).await;
+    let welcome = raw.read_frame(Duration::from_secs(5)).await.unwrap();
+    assert!(welcome.text().contains("welcome"), "{}", welcome.text());
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    let key = [9, 8, 7, 6];
+    let glued = [
+        ws::encode_client(OpCode::Pong, true, b"", key),
+        ws::encode_client(OpCode::Text, true, br#"{"type":"ping","id":"after-pong"}"#, key),
+    ]
+    .concat();
+    raw.stream.write_all(&glued).await.unwrap();
+    let reply = raw.read_frame(Duration::from_secs(5)).await.unwrap();
+    assert!(reply.text().contains(r#""id":"after-pong""#), "{}", reply.text());
+    assert_eq!(gw.metric(UNPARKS, &[]).await, 1.0);
+    // A Pong cut in two: the lot leaves it to the task, which keeps the first half.
+    let pong = ws::encode_client(OpCode::Pong, true, b"beat", key);
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    raw.stream.write_all(&pong[..3]).await.unwrap();
+    gw.wait_metric(UNPARKS, &[], |v| v == 2.0).await;
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    raw.stream.write_all(&pong[3..]).await.unwrap();
+    raw.send_text(r#"{"type":"ping","id":"after-halves"}"#).await;
+    let reply = raw.read_frame(Duration::from_secs(5)).await.unwrap();
+    assert!(reply.text().contains(r#""id":"after-halves""#), "{}", reply.text());
 }
 
 #[tokio::test]

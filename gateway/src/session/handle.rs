@@ -368,6 +368,15 @@ impl SessionHandle {
             || !outbox.gaps.is_empty()
     }
 
+    /// Runs `f` on a parked session's socket (under the outbox lock: no direct write meanwhile);
+    /// `None` when the session is not parked.
+    pub(crate) fn with_parked_socket<T>(&self, f: impl FnOnce(&std::net::TcpStream) -> T) -> Option<T> {
+        match &self.0.outbox.lock().lent {
+            Some(Lent::Parked(socket)) => Some(f(socket)),
+            _ => None,
+        }
+    }
+
     /// Takes a parked session's socket back (to register it with the runtime again).
     pub(crate) fn reclaim_parked_socket(&self) -> Option<std::net::TcpStream> {
         match self.0.outbox.lock().lent.take() {

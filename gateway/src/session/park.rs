@@ -5,11 +5,15 @@
 //! A session parks when its task has nothing to do: its state moves, boxed, into the lot's map;
 //! its socket leaves the runtime and is lent to its outbox, where deliveries go on writing to it
 //! directly (see `handle`), and is armed once (`EPOLLONESHOT`) for reading in the lot's own epoll
-//! set. Two things unpark it: the socket turning readable (a client frame, a Pong, EOF — the
-//! lot's one thread waits for that) or a wake from the outbox (a frame that did not go out at
-//! once, a close or catch-up request). Unparking registers the socket with the runtime again and
-//! spawns the session's task again, on the same task tracker, so a drain or shutdown still waits
-//! for it. The lot's thread never reads or writes a socket.
+//! set. Two things unpark it: the socket turning readable with anything but heartbeat Pongs (a
+//! client frame, EOF — the lot's one thread waits for that) or a wake from the outbox (a frame
+//! that did not go out at once, a close or catch-up request). Unparking registers the socket with
+//! the runtime again and spawns the session's task again, on the same task tracker, so a drain or
+//! shutdown still waits for it.
+//!
+//! Pongs are read by the lot's thread itself: a heartbeat is then one read and one re-arm, not a
+//! task spawned and parked again (measured: `BENCHMARKS.md`, "Parked sessions"). It reads
+//! nothing else: whatever is not a whole Pong is left on the socket for the task.
 
 use std::{
     io,
@@ -34,6 +38,8 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{Finish, Live, Running, Session};
 
+/// Bytes looked at on a readable parked socket: room for a few Pongs (one is at most 131 bytes).
+const PEEK_BYTES: usize = 512;
 /// Readiness events taken from the epoll set per wait.
 const EVENTS_PER_WAIT: usize = 256;
 /// How often the lot's thread looks whether its node is gone.
@@ -166,6 +172,51 @@ impl ParkingLot {
         Ok(())
     }
 
+    /// A parked session's socket turned readable: reads the heartbeat Pongs there, or unparks.
+    fn readable(&self, token: u64) {
+        if !self.read_pongs(token) {
+            self.unpark(token);
+        }
+    }
+
+    /// Reads the Pongs waiting on the socket of the session parked under `token` — when they are
+    /// all there is — marks the client heard and arms the socket again. False when there is
+    /// anything else (or EOF, or an error) for the task to handle.
+    fn read_pongs(&self, token: u64) -> bool {
+        let Some(entry) = self.parked.get(&token) else { return false };
+        let parked = entry.lock();
+        let session = &parked.session;
+        if !session.leftover.is_empty() {
+            // Whatever comes is the rest of a frame the task holds part of.
+            return false;
+        }
+        let read = session.handle.with_parked_socket(|socket| {
+            let mut buf = [0u8; PEEK_BYTES];
+            let n = match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::PEEK) {
+                Ok((n, _)) => n,
+                // A stale readiness: nothing to read, wait again.
+                Err(rustix::io::Errno::AGAIN) => return self.arm(socket, token).is_ok().then_some(false),
+                Err(_) => return None,
+            };
+            if n == 0 || n == PEEK_BYTES || pushgate_protocol::ws::leading_pongs(&buf[..n]) != n {
+                return None;
+            }
+            match rustix::net::recv(socket, &mut buf[..n], rustix::net::RecvFlags::empty()) {
+                Ok((got, _)) if got == n => self.arm(socket, token).is_ok().then_some(true),
+                _ => None,
+            }
+        });
+        match read.flatten() {
+            Some(heard) => {
+                if heard {
+                    session.handle.heard(session.node.clock.now_ms());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Spawns the task of the session parked under `token` again (nothing when it is not
     /// parked any more: wakes and readiness may both come for one park).
     fn unpark(&self, token: u64) {
@@ -193,7 +244,8 @@ impl ParkingLot {
     }
 }
 
-/// The lot's thread: unparks the sessions whose sockets turn readable, until the lot is gone.
+/// The lot's thread: reads Pongs or unparks the sessions whose sockets turn readable, until the
+/// lot is gone.
 fn watch(lot: &Weak<ParkingLot>) {
     let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
     loop {
@@ -212,7 +264,20 @@ fn watch(lot: &Weak<ParkingLot>) {
             }
         }
         for event in &events {
-            lot.unpark(event.data.u64());
+            lot.readable(event.data.u64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{super::handle::Shared, Parked};
+
+    /// A parked session is this box, its handle's shared half and its registry entries: a field
+    /// added to either shows here first (the figures in `BENCHMARKS.md` assume these sizes).
+    #[test]
+    fn a_parked_session_is_small() {
+        assert!(size_of::<Parked>() <= 216, "Parked: {} bytes", size_of::<Parked>());
+        assert!(size_of::<Shared>() <= 192, "Shared: {} bytes", size_of::<Shared>());
     }
 }
