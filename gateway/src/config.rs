@@ -130,9 +130,9 @@ pub struct Config {
     /// Idle sessions park: their task ends and their socket leaves the runtime for the node's
     /// parking lot (one epoll set and one thread), which spawns the task again when the socket
     /// turns readable or the outbox has work. Deliveries write to a parked session's socket
-    /// directly, as to a running one's. Saves the task and the runtime's I/O registration per
-    /// idle session (about 40 % of its memory); costs a re-spawn per client frame (Pongs
-    /// included) of a session that was idle. Default true.
+    /// directly, as to a running one's, and the lot reads heartbeat Pongs itself. Saves the task
+    /// and the runtime's I/O registration per idle session (about 30 % of its memory); costs a
+    /// re-spawn per client request of a session that was idle. Default true.
     pub park_idle_sessions: bool,
     /// Drain spreads the sessions' reconnects over this window so other nodes are not stampeded.
     #[serde(with = "humantime_serde")]

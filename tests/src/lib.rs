@@ -20,7 +20,7 @@ pub use dispatcher::Dispatcher;
 pub use gateway::{Gateway, GatewayOptions};
 pub use mysql::TestDatabase;
 pub use rabbit::TestVhost;
-pub use raw::RawClient;
+pub use raw::{RawClient, RawFrame};
 pub use resilient::Device;
 
 use std::{future::Future, time::Duration};

@@ -16,7 +16,6 @@ impl Session {
     /// One read from the socket, then every complete frame in it. `Err` ends the session
     /// (EOF or a socket error).
     pub(super) fn read_some(&mut self, stream: &TcpStream) -> io::Result<()> {
-        let now = self.node.clock.now_ms();
         if self.leftover.is_empty() {
             SCRATCH.with_borrow_mut(|scratch| {
                 let n = match stream.try_read(scratch) {
@@ -25,12 +24,7 @@ impl Session {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) => return Err(e),
                 };
-                self.handle.heard(now);
-                match self.process(&mut scratch[..n]) {
-                    Ok(used) if used < n => self.leftover.extend_from_slice(&scratch[used..n]),
-                    Ok(_) => {}
-                    Err(v) => self.violation(v),
-                }
+                self.take_in(&mut scratch[..n]);
                 Ok(())
             })
         } else {
@@ -46,17 +40,53 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
-            self.handle.heard(now);
-            let mut buf = std::mem::take(&mut self.leftover);
-            match self.process(&mut buf) {
-                Ok(used) if used < buf.len() => {
-                    buf.drain(..used);
-                    self.leftover = buf;
-                }
-                Ok(_) => {}
-                Err(v) => self.violation(v),
+            self.take_in_leftover();
+            Ok(())
+        }
+    }
+
+    /// One read straight from the socket, without the runtime's readiness (which `try_read`
+    /// checks first): for a session unparked because its socket turned readable, which the
+    /// runtime, having just taken the socket back, may not know yet. `Err` ends the session.
+    pub(super) fn read_unprompted(&mut self, stream: &TcpStream) -> io::Result<()> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let n = match rustix::net::recv(stream, &mut scratch[..], rustix::net::RecvFlags::empty()) {
+                Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if self.leftover.is_empty() {
+                self.take_in(&mut scratch[..n]);
+            } else {
+                self.leftover.extend_from_slice(&scratch[..n]);
+                self.take_in_leftover();
             }
             Ok(())
+        })
+    }
+
+    /// Handles the frames in freshly read `bytes`, keeping an incomplete one.
+    fn take_in(&mut self, bytes: &mut [u8]) {
+        self.handle.heard(self.node.clock.now_ms());
+        match self.process(bytes) {
+            Ok(used) if used < bytes.len() => self.leftover.extend_from_slice(&bytes[used..]),
+            Ok(_) => {}
+            Err(v) => self.violation(v),
+        }
+    }
+
+    /// Handles the frames completed in `leftover`, keeping what is still incomplete.
+    fn take_in_leftover(&mut self) {
+        self.handle.heard(self.node.clock.now_ms());
+        let mut buf = std::mem::take(&mut self.leftover);
+        match self.process(&mut buf) {
+            Ok(used) if used < buf.len() => {
+                buf.drain(..used);
+                self.leftover = buf;
+            }
+            Ok(_) => {}
+            Err(v) => self.violation(v),
         }
     }
 

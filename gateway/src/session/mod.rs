@@ -157,11 +157,15 @@ pub(crate) struct Running {
 /// It ends when the session ends, or when the session parks (see `park`).
 pub struct Live {
     running: Option<Running>,
+    /// Read the socket before waiting for its readiness: an unparked session whose socket turned
+    /// readable (the runtime, which has just taken the socket back, may not know yet, and the
+    /// session would park again unread).
+    read_first: bool,
 }
 
-impl From<Running> for Live {
-    fn from(running: Running) -> Self {
-        Self { running: Some(running) }
+impl Live {
+    fn new(running: Running, read_first: bool) -> Self {
+        Self { running: Some(running), read_first }
     }
 }
 
@@ -171,6 +175,9 @@ impl Future for Live {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let Some(running) = this.running.as_mut() else { return Poll::Ready(()) };
+        if std::mem::take(&mut this.read_first) {
+            running.session.read_now(&running.stream);
+        }
         match running.session.turn(cx, &running.stream) {
             Turn::Busy => Poll::Pending,
             Turn::Idle => {
@@ -241,15 +248,56 @@ pub struct Session {
     max_message: usize,
 }
 
+/// A session's state while parked: a [`Session`] less what is empty while it waits — its write
+/// queue and its close timer — and less what its role gives back.
+pub(crate) struct Resting {
+    node: Arc<Node>,
+    handle: SessionHandle,
+    /// Always a client's (only those park).
+    role: Role,
+    /// An incomplete inbound frame may wait parked.
+    leftover: Vec<u8>,
+    assembler: Assembler,
+    rate: RateBucket,
+    ending: Ending,
+}
+
+impl Resting {
+    /// The session again, to run.
+    fn wake(self) -> Session {
+        let Self { node, handle, role, leftover, assembler, rate, ending } = self;
+        let max_message = max_message(&node, &role);
+        Session {
+            node,
+            handle,
+            role,
+            writing: VecDeque::new(),
+            written: 0,
+            leftover,
+            assembler,
+            rate,
+            phase: Phase::Open,
+            close_deadline: None,
+            ending,
+            max_message,
+        }
+    }
+}
+
+/// The largest message a session of `role` takes.
+fn max_message(node: &Node, role: &Role) -> usize {
+    match role {
+        Role::Client(_) => node.config.max_frame_bytes,
+        Role::Echo => node.config.echo_max_message_bytes,
+    }
+}
+
 impl Session {
     /// A session that starts by writing `first` (the welcome frame) and then reads `pipelined`
     /// (bytes the client sent right behind its upgrade request).
     pub fn new(node: Arc<Node>, handle: SessionHandle, role: Role, first: Option<Bytes>) -> Self {
         let now = node.clock.now_ms();
-        let max_message = match role {
-            Role::Client(_) => node.config.max_frame_bytes,
-            Role::Echo => node.config.echo_max_message_bytes,
-        };
+        let max_message = max_message(&node, &role);
         let rate = RateBucket::full(node.config.client_rate_burst, now);
         let mut writing = VecDeque::new();
         if let Some(frame) = first {
@@ -290,7 +338,7 @@ impl Session {
                 Err(v) => self.violation(v),
             }
         }
-        Live::from(Running { session: self, stream: Arc::new(stream), finish, tasks })
+        Live::new(Running { session: self, stream: Arc::new(stream), finish, tasks }, false)
     }
 
     fn into_ended(self) -> Ended {
@@ -373,6 +421,13 @@ impl Session {
         Turn::Busy
     }
 
+    /// The session's state to park; only for a [`Session::parkable`] session.
+    fn rest(self) -> Resting {
+        debug_assert!(self.parkable());
+        let Self { node, handle, role, leftover, assembler, rate, ending, .. } = self;
+        Resting { node, handle, role, leftover, assembler, rate, ending }
+    }
+
     /// Whether the session may park: a live client session, open, with nothing to write and no
     /// timer (an incomplete inbound frame may wait parked: it is state, not work).
     fn parkable(&self) -> bool {
@@ -381,6 +436,13 @@ impl Session {
             && self.writing.is_empty()
             && self.close_deadline.is_none()
             && self.is_live()
+    }
+
+    /// Reads once without waiting for the socket's readiness (see `read_unprompted`).
+    fn read_now(&mut self, stream: &TcpStream) {
+        if self.read_unprompted(stream).is_err() {
+            self.phase = Phase::Done;
+        }
     }
 
     /// Lends the socket to the outbox for direct writes while a live client session has

@@ -36,7 +36,7 @@ use rustix::{
 use tokio::{net::TcpStream, runtime::Handle};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::{Finish, Live, Running, Session};
+use super::{Finish, Live, Resting, Running};
 
 /// Bytes looked at on a readable parked socket: room for a few Pongs (one is at most 131 bytes).
 const PEEK_BYTES: usize = 512;
@@ -48,8 +48,7 @@ const WAIT_TIMEOUT: Timespec = Timespec { tv_sec: 1, tv_nsec: 0 };
 /// The parked sessions of one node and the thread that unparks them.
 pub struct ParkingLot {
     epoll: OwnedFd,
-    /// Behind a mutex only to be `Sync` (a session is `Send`): it is only inserted and removed.
-    parked: DashMap<u64, Box<Mutex<Parked>>>,
+    parked: DashMap<u64, Arc<Slot>>,
     next_token: AtomicU64,
     runtime: Handle,
     /// Cleared when the epoll set refuses a socket: sessions then stay running.
@@ -62,26 +61,37 @@ pub struct ParkingLot {
 
 /// What a parked session's task held, but its socket (in the outbox while parked).
 struct Parked {
-    session: Session,
+    session: Resting,
     finish: Finish,
     /// Keeps the node's task tracker waiting for this session as if its task still ran.
     tracker: TaskTrackerToken,
 }
 
-/// The waker a parked session leaves in its outbox.
-struct Unpark {
-    lot: Weak<ParkingLot>,
-    token: u64,
+/// Why a session is unparked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Its socket turned readable with more than Pongs (or EOF): the task reads first.
+    Readable,
+    /// Its outbox has work the direct writes cannot do.
+    Outbox,
 }
 
-impl Wake for Unpark {
+/// One parked session in the lot's map, and the waker it leaves in its outbox (one allocation).
+struct Slot {
+    lot: Weak<ParkingLot>,
+    token: u64,
+    /// Taken by the one unpark; behind a mutex to be `Sync` (a session is only `Send`).
+    parked: Mutex<Option<Parked>>,
+}
+
+impl Wake for Slot {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(lot) = self.lot.upgrade() {
-            lot.unpark(self.token);
+            lot.unpark(self.token, Cause::Outbox);
         }
     }
 }
@@ -122,8 +132,8 @@ impl ParkingLot {
         self.working.load(Ordering::Relaxed)
     }
 
-    /// Parks an idle running session (whose task then ends). Gives it back when its socket
-    /// cannot leave the runtime now.
+    /// Parks an idle, parkable running session (whose task then ends). Gives it back when its
+    /// socket cannot leave the runtime now.
     pub(super) fn park(self: &Arc<Self>, running: Running) -> Option<Running> {
         let Running { session, stream, finish, tasks } = running;
         session.handle.reclaim_socket();
@@ -131,31 +141,34 @@ impl ParkingLot {
             Ok(stream) => stream,
             Err(stream) => return Some(Running { session, stream, finish, tasks }),
         };
+        let session = session.rest();
         let socket = match stream.into_std() {
             Ok(socket) => socket,
             Err(e) => {
                 // The socket is closed with the failed deregistration: the session ends here.
                 tracing::warn!(error = %e, "a session's socket could not leave the runtime");
-                finish.run(session);
+                finish.run(session.wake());
                 return None;
             }
         };
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let waker = Waker::from(Arc::new(Unpark { lot: Arc::downgrade(self), token }));
-        let Entry::Vacant(slot) = self.parked.entry(token) else { unreachable!("tokens are never reused") };
+        let handle = session.handle.clone();
+        let parked = Parked { session, finish, tracker: tasks.token() };
+        let slot = Arc::new(Slot { lot: Arc::downgrade(self), token, parked: Mutex::new(Some(parked)) });
+        let Entry::Vacant(vacant) = self.parked.entry(token) else { unreachable!("tokens are never reused") };
         // The map's shard stays locked until the socket is armed and lent, so an unpark (a wake
         // from the outbox, or readiness) for this token waits until the session is all here.
-        let mut parked = slot.insert(Box::new(Mutex::new(Parked { session, finish, tracker: tasks.token() })));
+        let entry = vacant.insert(slot.clone());
         let armed = self.arm(&socket, token);
-        let pending = parked.get_mut().session.handle.park(socket, waker);
-        drop(parked);
+        let pending = handle.park(socket, Waker::from(slot));
+        drop(entry);
         self.gauge.increment(1.0);
         if let Err(e) = armed {
             tracing::warn!(error = %e, "the parking lot's epoll set refused a socket; sessions stay running");
             self.working.store(false, Ordering::Relaxed);
         }
         if pending || !self.is_working() {
-            self.unpark(token);
+            self.unpark(token, Cause::Outbox);
         }
         None
     }
@@ -175,7 +188,7 @@ impl ParkingLot {
     /// A parked session's socket turned readable: reads the heartbeat Pongs there, or unparks.
     fn readable(&self, token: u64) {
         if !self.read_pongs(token) {
-            self.unpark(token);
+            self.unpark(token, Cause::Readable);
         }
     }
 
@@ -183,9 +196,9 @@ impl ParkingLot {
     /// all there is — marks the client heard and arms the socket again. False when there is
     /// anything else (or EOF, or an error) for the task to handle.
     fn read_pongs(&self, token: u64) -> bool {
-        let Some(entry) = self.parked.get(&token) else { return false };
-        let parked = entry.lock();
-        let session = &parked.session;
+        let Some(slot) = self.parked.get(&token) else { return false };
+        let parked = slot.parked.lock();
+        let Some(Parked { session, .. }) = parked.as_ref() else { return false };
         if !session.leftover.is_empty() {
             // Whatever comes is the rest of a frame the task holds part of.
             return false;
@@ -219,11 +232,13 @@ impl ParkingLot {
 
     /// Spawns the task of the session parked under `token` again (nothing when it is not
     /// parked any more: wakes and readiness may both come for one park).
-    fn unpark(&self, token: u64) {
-        let Some((_, parked)) = self.parked.remove(&token) else { return };
+    fn unpark(&self, token: u64, cause: Cause) {
+        let Some((_, slot)) = self.parked.remove(&token) else { return };
+        let Some(Parked { session, finish, tracker }) = slot.parked.lock().take() else { return };
+        tracing::debug!(session = %session.handle.id_string(), ?cause, "unparked");
         self.gauge.decrement(1.0);
         self.unparks.increment(1);
-        let Parked { session, finish, tracker } = parked.into_inner();
+        let session = session.wake();
         let Some(socket) = session.handle.reclaim_parked_socket() else {
             tracing::error!("a parked session's socket was not in its outbox; ending the session");
             finish.run(session);
@@ -234,7 +249,7 @@ impl ParkingLot {
             Ok(stream) => {
                 let tasks = tracker.task_tracker().clone();
                 let running = Running { session, stream: Arc::new(stream), finish, tasks: tasks.clone() };
-                tasks.spawn_on(Live::from(running), &self.runtime);
+                tasks.spawn_on(Live::new(running, cause == Cause::Readable), &self.runtime);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a parked session's socket could not rejoin the runtime");
@@ -258,7 +273,7 @@ fn watch(lot: &Weak<ParkingLot>) {
                 tracing::error!(error = %e, "the parking lot cannot wait on its epoll set; sessions stay running");
                 lot.working.store(false, Ordering::Relaxed);
                 for token in lot.parked.iter().map(|p| *p.key()).collect::<Vec<_>>() {
-                    lot.unpark(token);
+                    lot.unpark(token, Cause::Readable);
                 }
                 return;
             }
@@ -271,13 +286,13 @@ fn watch(lot: &Weak<ParkingLot>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{super::handle::Shared, Parked};
+    use super::{super::handle::Shared, Slot};
 
-    /// A parked session is this box, its handle's shared half and its registry entries: a field
+    /// A parked session is its slot, its handle's shared half and its registry entries: a field
     /// added to either shows here first (the figures in `BENCHMARKS.md` assume these sizes).
     #[test]
     fn a_parked_session_is_small() {
-        assert!(size_of::<Parked>() <= 216, "Parked: {} bytes", size_of::<Parked>());
+        assert!(size_of::<Slot>() <= 184, "Slot: {} bytes", size_of::<Slot>());
         assert!(size_of::<Shared>() <= 192, "Shared: {} bytes", size_of::<Shared>());
     }
 }
