@@ -79,10 +79,7 @@ async fn a_parked_session_keeps_its_heartbeat_without_being_unparked() {
 #[tokio::test]
 async fn a_pong_glued_to_a_request_unparks_the_session_for_both() {
     let gw = quiet_gateway().await;
-    let mut raw = RawClient::connect(gw.client_addr, &gw.token("glued", None, &[])).await;
-    let welcome = raw.read_frame(Duration::from_secs(5)).await.unwrap();
-    assert!(welcome.text().contains("welcome"), "{}", welcome.text());
-    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    let mut raw = parked_raw_client(&gw, "glued").await;
     let key = [9, 8, 7, 6];
     let glued = [
         ws::encode_client(OpCode::Pong, true, b"", key),
@@ -108,6 +105,15 @@ async fn a_pong_glued_to_a_request_unparks_the_session_for_both() {
     assert!(reply.text().contains(r#""id":"after-halves""#), "{}", reply.text());
 }
 
+/// A raw client of `user`, welcomed, whose session (the gateway's only one) has parked.
+async fn parked_raw_client(gw: &Gateway, user: &str) -> RawClient {
+    let mut raw = RawClient::connect(gw.client_addr, &gw.token(user, None, &[])).await;
+    let welcome = raw.read_frame(Duration::from_secs(5)).await.unwrap();
+    assert!(welcome.text().contains("welcome"), "{}", welcome.text());
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    raw
+}
+
 /// The next frame but heartbeat Pings.
 async fn next_data_frame(raw: &mut RawClient) -> RawFrame {
     loop {
@@ -121,10 +127,7 @@ async fn next_data_frame(raw: &mut RawClient) -> RawFrame {
 #[tokio::test]
 async fn a_parked_session_ends_when_its_client_goes_away() {
     let gw = quiet_gateway().await;
-    let mut raw = RawClient::connect(gw.client_addr, &gw.token("gone", None, &[])).await;
-    let welcome = raw.read_frame(Duration::from_secs(5)).await.unwrap();
-    assert!(welcome.text().contains("welcome"), "{}", welcome.text());
-    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    let mut raw = parked_raw_client(&gw, "gone").await;
     // Half a frame, then the connection ends: the session (parked on an incomplete frame, then
     // woken by EOF) ends and nothing stays parked.
     raw.stream.write_all(&[0x81, 0x85, 1, 2]).await.unwrap();

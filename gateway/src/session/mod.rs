@@ -183,7 +183,7 @@ impl Future for Live {
             Turn::Idle => {
                 let lot = running.session.node.parking.as_ref().filter(|lot| lot.is_working());
                 match lot {
-                    Some(lot) if running.session.parkable() => {
+                    Some(lot) if running.session.idle_client() => {
                         let lot = lot.clone();
                         let running = this.running.take().expect("checked above");
                         match lot.park(running) {
@@ -421,21 +421,19 @@ impl Session {
         Turn::Busy
     }
 
-    /// The session's state to park; only for a [`Session::parkable`] session.
+    /// The session's state to park; only for an [`Session::idle_client`] session.
     fn rest(self) -> Resting {
-        debug_assert!(self.parkable());
+        debug_assert!(self.idle_client() && self.close_deadline.is_none());
         let Self { node, handle, role, leftover, assembler, rate, ending, .. } = self;
         Resting { node, handle, role, leftover, assembler, rate, ending }
     }
 
-    /// Whether the session may park: a live client session, open, with nothing to write and no
-    /// timer (an incomplete inbound frame may wait parked: it is state, not work).
-    fn parkable(&self) -> bool {
-        matches!(self.role, Role::Client(_))
-            && self.phase == Phase::Open
-            && self.writing.is_empty()
-            && self.close_deadline.is_none()
-            && self.is_live()
+    /// Whether the session is idle in the sense that lets it lend its socket to the outbox and
+    /// park: a live client session, open, with nothing to write. (An open session has no close
+    /// timer: the timer starts only as the phase leaves `Open`. An incomplete inbound frame may
+    /// wait parked: it is state, not work.)
+    fn idle_client(&self) -> bool {
+        matches!(self.role, Role::Client(_)) && self.phase == Phase::Open && self.writing.is_empty() && self.is_live()
     }
 
     /// Reads once without waiting for the socket's readiness (see `read_unprompted`).
@@ -448,11 +446,7 @@ impl Session {
     /// Lends the socket to the outbox for direct writes while a live client session has
     /// nothing to write (see `handle`).
     fn lend_socket_if_idle(&self, stream: &Arc<TcpStream>) {
-        if self.writing.is_empty()
-            && self.phase == Phase::Open
-            && self.is_live()
-            && matches!(self.role, Role::Client(_))
-        {
+        if self.idle_client() {
             self.handle.lend_socket(stream);
         }
     }
