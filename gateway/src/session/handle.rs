@@ -236,6 +236,11 @@ impl SessionHandle {
         self.0.id
     }
 
+    /// The session's user id.
+    pub fn user(&self) -> &str {
+        self.0.user.as_str()
+    }
+
     pub fn shared(&self) -> &Shared {
         &self.0
     }
