@@ -17,6 +17,10 @@ use super::{
 };
 use crate::Message;
 
+/// Page cache bounds, in KiB (negative: SQLite's unit for KiB).
+const WRITER_CACHE: &str = "-512";
+const READER_CACHE: &str = "-256";
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
@@ -36,14 +40,22 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false);
-        let writer =
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+        // Small page caches (SQLite's default is 2 MiB per connection) keep a gateway's memory
+        // for sessions rather than for copies of the database, which the OS caches anyway: the
+        // writer appends (its hot pages are the right edges of its trees), and readers serve
+        // short inbox pages and cursor lookups.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
+            .await?;
         MIGRATIONS.run(&writer).await?;
-        // Readers serve short inbox pages; a small page cache each keeps a gateway's memory for
-        // sessions rather than for copies of the database (SQLite's default is 2 MiB each).
+        // Opened up front, all of them: a connection's memory (its thread, its cache) is a cost of
+        // the node, not of the sessions whose connect happens to open it.
         let readers = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
-            .connect_with(options.read_only(true).pragma("cache_size", "-512"))
+            .min_connections(readers.max(1))
+            .connect_with(options.read_only(true).pragma("cache_size", READER_CACHE))
             .await?;
         Ok(Self { writer, readers })
     }
