@@ -104,13 +104,17 @@ pub enum OutboxEvent {
     CatchUp,
 }
 
+/// Dropped frames per channel, for `gap` frames.
+type Gaps = Vec<(Option<ChannelName>, u64)>;
+
 #[derive(Debug, Default)]
 struct Outbox {
     queue: VecDeque<Outbound>,
     bytes: usize,
     /// Non-durable frames dropped since the task last took the queue, per channel (`None`:
-    /// user or broadcast messages).
-    gaps: Vec<(Option<ChannelName>, u64)>,
+    /// user or broadcast messages). Boxed: an outbox that never overflowed carries a null
+    /// pointer for it.
+    gaps: Option<Box<Gaps>>,
     /// Boxed: an open session carries a null pointer for it.
     close: Option<Box<CloseRequest>>,
     close_taken: bool,
@@ -134,7 +138,7 @@ impl Outbox {
     /// durable frame's `seq` is checked by the task), nothing queued, no inbox read under way.
     fn write_direct(&mut self, out: &Outbound) -> Direct {
         let Some(stream) = &self.lent else { return Direct::NotSent };
-        if out.seq != 0 || !self.queue.is_empty() || !self.gaps.is_empty() || self.replaying || self.catch_up {
+        if out.seq != 0 || !self.queue.is_empty() || self.gaps.is_some() || self.replaying || self.catch_up {
             return Direct::NotSent;
         }
         let written = stream.try_write(&out.frame);
@@ -279,9 +283,10 @@ impl SessionHandle {
                 outbox.close = Some(Box::new(CloseRequest::new(CloseCode::SlowConsumer, "slow consumer")));
                 Pushed::Overflow
             } else {
-                match outbox.gaps.iter_mut().find(|(c, _)| c.as_ref() == channel) {
+                let gaps = outbox.gaps.get_or_insert_default();
+                match gaps.iter_mut().find(|(c, _)| c.as_ref() == channel) {
                     Some((_, n)) => *n += 1,
-                    None => outbox.gaps.push((channel.cloned(), 1)),
+                    None => gaps.push((channel.cloned(), 1)),
                 }
                 Pushed::Dropped
             };
@@ -370,7 +375,7 @@ impl SessionHandle {
             || (outbox.close.is_some() && !outbox.close_taken)
             || outbox.catch_up
             || !outbox.queue.is_empty()
-            || !outbox.gaps.is_empty()
+            || outbox.gaps.is_some()
     }
 
     /// Runs `f` on a parked session's socket (under the outbox lock: no direct write meanwhile);
@@ -426,16 +431,15 @@ impl SessionHandle {
             outbox.missed = false;
             return Poll::Ready(OutboxEvent::CatchUp);
         }
-        if take && !outbox.close_taken && (!outbox.queue.is_empty() || !outbox.gaps.is_empty()) {
+        if take && !outbox.close_taken && (!outbox.queue.is_empty() || outbox.gaps.is_some()) {
             debug_assert!(into.is_empty());
             std::mem::swap(into, &mut outbox.queue);
             outbox.bytes = 0;
             let taken = into.len();
-            for (channel, dropped) in outbox.gaps.drain(..) {
+            for (channel, dropped) in outbox.gaps.take().map(|gaps| *gaps).unwrap_or_default() {
                 let gap = ServerFrame::Gap { dropped, channel: channel.as_ref().map(|c| c.as_str().into()) };
                 into.push_back(Outbound::control(gap.encode()));
             }
-            outbox.gaps = Vec::new();
             return Poll::Ready(OutboxEvent::Frames(taken));
         }
         match &outbox.waker {

@@ -16,17 +16,18 @@
 //! nothing else: whatever is not a whole Pong is left on the socket for the task.
 
 use std::{
+    hash::BuildHasher,
     io,
     os::fd::OwnedFd,
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Wake, Waker},
     thread,
 };
 
-use dashmap::{DashMap, mapref::entry::Entry};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use metrics::{Counter, Gauge};
 use parking_lot::Mutex;
 use rustix::{
@@ -42,13 +43,16 @@ use super::{Finish, Live, Resting, Running};
 const PEEK_BYTES: usize = 512;
 /// Readiness events taken from the epoll set per wait.
 const EVENTS_PER_WAIT: usize = 256;
+/// Shards of the lot's map (a token picks its shard), so parks and unparks on different threads
+/// seldom wait for one another.
+const SLOT_SHARDS: usize = 64;
 /// How often the lot's thread looks whether its node is gone.
 const WAIT_TIMEOUT: Timespec = Timespec { tv_sec: 1, tv_nsec: 0 };
 
 /// The parked sessions of one node and the thread that unparks them.
 pub struct ParkingLot {
     epoll: OwnedFd,
-    parked: DashMap<u64, Arc<Slot>>,
+    parked: Slots,
     next_token: AtomicU64,
     runtime: Handle,
     /// Cleared when the epoll set refuses a socket: sessions then stay running.
@@ -107,7 +111,7 @@ impl ParkingLot {
     pub fn start(runtime: Handle, gauge: Gauge, unparks: Counter) -> io::Result<Arc<Self>> {
         let lot = Arc::new(Self {
             epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-            parked: DashMap::new(),
+            parked: Slots::new(),
             next_token: AtomicU64::new(1),
             runtime,
             working: AtomicBool::new(true),
@@ -155,13 +159,12 @@ impl ParkingLot {
         let handle = session.handle.clone();
         let parked = Parked { session, finish, tracker: tasks.token() };
         let slot = Arc::new(Slot { lot: Arc::downgrade(self), token, parked: Mutex::new(Some(parked)) });
-        let Entry::Vacant(vacant) = self.parked.entry(token) else { unreachable!("tokens are never reused") };
         // The map's shard stays locked until the socket is armed and lent, so an unpark (a wake
         // from the outbox, or readiness) for this token waits until the session is all here.
-        let entry = vacant.insert(slot.clone());
-        let armed = self.arm(&socket, token);
-        let pending = handle.park(socket, Waker::from(slot));
-        drop(entry);
+        let (armed, pending) = self.parked.insert_while(slot.clone(), || {
+            let armed = self.arm(&socket, token);
+            (armed, handle.park(socket, Waker::from(slot)))
+        });
         self.gauge.increment(1.0);
         if let Err(e) = armed {
             tracing::warn!(error = %e, "the parking lot's epoll set refused a socket; sessions stay running");
@@ -196,7 +199,7 @@ impl ParkingLot {
     /// all there is — marks the client heard and arms the socket again. False when there is
     /// anything else (or EOF, or an error) for the task to handle.
     fn read_pongs(&self, token: u64) -> bool {
-        let Some(slot) = self.parked.get(&token) else { return false };
+        let Some(slot) = self.parked.get(token) else { return false };
         let parked = slot.parked.lock();
         let Some(Parked { session, .. }) = parked.as_ref() else { return false };
         if !session.leftover.is_empty() {
@@ -233,7 +236,7 @@ impl ParkingLot {
     /// Spawns the task of the session parked under `token` again (nothing when it is not
     /// parked any more: wakes and readiness may both come for one park).
     fn unpark(&self, token: u64, cause: Cause) {
-        let Some((_, slot)) = self.parked.remove(&token) else { return };
+        let Some(slot) = self.parked.remove(token) else { return };
         let Some(Parked { session, finish, tracker }) = slot.parked.lock().take() else { return };
         tracing::debug!(session = %session.handle.id_string(), ?cause, "unparked");
         self.gauge.decrement(1.0);
@@ -272,7 +275,7 @@ fn watch(lot: &Weak<ParkingLot>) {
             Err(e) => {
                 tracing::error!(error = %e, "the parking lot cannot wait on its epoll set; sessions stay running");
                 lot.working.store(false, Ordering::Relaxed);
-                for token in lot.parked.iter().map(|p| *p.key()).collect::<Vec<_>>() {
+                for token in lot.parked.tokens() {
                     lot.unpark(token, Cause::Readable);
                 }
                 return;
@@ -281,6 +284,64 @@ fn watch(lot: &Weak<ParkingLot>) {
         for event in &events {
             lot.readable(event.data.u64());
         }
+    }
+}
+
+/// The lot's map: parked sessions by token, in mutex-guarded hash tables of the slots themselves
+/// (an entry is one pointer; the token is read from the slot).
+struct Slots {
+    shards: Box<[Mutex<HashTable<Arc<Slot>>>]>,
+    hasher: DefaultHashBuilder,
+    len: AtomicUsize,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Self {
+            shards: (0..SLOT_SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: DefaultHashBuilder::default(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The shard of `token` and its hash there.
+    fn place(&self, token: u64) -> (&Mutex<HashTable<Arc<Slot>>>, u64) {
+        (&self.shards[token as usize % SLOT_SHARDS], self.hasher.hash_one(token))
+    }
+
+    /// Inserts `slot` (its token is new) and runs `then` before its shard is unlocked.
+    fn insert_while<T>(&self, slot: Arc<Slot>, then: impl FnOnce() -> T) -> T {
+        let (shard, hash) = self.place(slot.token);
+        let mut table = shard.lock();
+        table.insert_unique(hash, slot, |s| self.hasher.hash_one(s.token));
+        self.len.fetch_add(1, Ordering::Relaxed);
+        then()
+    }
+
+    fn get(&self, token: u64) -> Option<Arc<Slot>> {
+        let (shard, hash) = self.place(token);
+        shard.lock().find(hash, |s| s.token == token).cloned()
+    }
+
+    fn remove(&self, token: u64) -> Option<Arc<Slot>> {
+        let (shard, hash) = self.place(token);
+        let removed = shard.lock().find_entry(hash, |s| s.token == token).ok().map(|e| e.remove().0);
+        if removed.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn tokens(&self) -> Vec<u64> {
+        self.shards.iter().flat_map(|shard| shard.lock().iter().map(|s| s.token).collect::<Vec<_>>()).collect()
     }
 }
 
@@ -293,6 +354,6 @@ mod tests {
     #[test]
     fn a_parked_session_is_small() {
         assert!(size_of::<Slot>() <= 184, "Slot: {} bytes", size_of::<Slot>());
-        assert!(size_of::<Shared>() <= 192, "Shared: {} bytes", size_of::<Shared>());
+        assert!(size_of::<Shared>() <= 176, "Shared: {} bytes", size_of::<Shared>());
     }
 }
