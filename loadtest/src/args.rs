@@ -102,6 +102,11 @@ pub struct LoadArgs {
     /// New sessions per second, over all workers.
     #[arg(long, default_value_t = 4000)]
     pub ramp_per_s: u32,
+    /// Connections being set up at once at most, over all workers (0: no bound, the ramp rate
+    /// alone paces them). With a bound, a ramp faster than the server can take measures how many
+    /// handshakes per second it completes, without overrunning its accept backlog.
+    #[arg(long, default_value_t = 0)]
+    pub max_connecting: usize,
     /// Source addresses of the load connections: a range A-B or a list; dealt out to the workers.
     #[arg(long, default_value = DEFAULT_SOURCE_IPS)]
     pub source_ips: String,
@@ -132,6 +137,7 @@ impl Default for LoadArgs {
             sessions: 1000,
             workers: None,
             ramp_per_s: 4000,
+            max_connecting: 0,
             source_ips: DEFAULT_SOURCE_IPS.into(),
             connect_timeout: Duration::from_secs(30).into(),
             connect_attempts: 3,

@@ -177,6 +177,7 @@ impl Run {
                 count: p.count,
                 source_ips: p.source_ips.clone(),
                 ramp_per_s: f64::from(common.load.ramp_per_s) / workers,
+                max_connecting: common.load.max_connecting.div_ceil(plans.len().max(1)),
                 connect_timeout_ms: connect_timeout.as_millis() as u64,
                 connect_attempts: common.load.connect_attempts,
                 ack_interval_ms: Some(Duration::from(common.load.ack_interval).as_millis() as u64).filter(|ms| *ms > 0),

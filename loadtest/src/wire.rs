@@ -41,6 +41,9 @@ pub struct WorkerSpec {
     pub source_ips: Vec<IpAddr>,
     /// New sessions per second for this worker.
     pub ramp_per_s: f64,
+    /// This worker's connections being set up at once at most (0: no bound).
+    #[serde(default)]
+    pub max_connecting: usize,
     /// Upgrade plus `welcome` (plus `subscribed`) must come within this.
     pub connect_timeout_ms: u64,
     /// Attempts of a session's first connection before it is given up.
@@ -307,6 +310,7 @@ mod tests {
             count: 1,
             source_ips: vec![],
             ramp_per_s: 1.0,
+            max_connecting: 0,
             connect_timeout_ms: 1,
             connect_attempts: 1,
             ack_interval_ms: None,

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     net::{TcpSocket, TcpStream},
-    sync::watch,
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     task::JoinHandle,
     time::Instant,
 };
@@ -242,9 +242,15 @@ pub async fn run() -> anyhow::Result<()> {
 
 async fn ramp(worker: Arc<Worker>) {
     let pace = Duration::from_secs_f64(1.0 / worker.spec.ramp_per_s.max(0.001));
+    let connecting = (worker.spec.max_connecting > 0).then(|| Arc::new(Semaphore::new(worker.spec.max_connecting)));
     for local in 0..worker.spec.count {
         tokio::time::sleep_until(worker.started + pace.mul_f64(local as f64)).await;
-        let task = tokio::spawn(session(worker.clone(), local));
+        // Bounded: the next session waits for a connection being set up to finish.
+        let permit = match &connecting {
+            Some(s) => Some(s.clone().acquire_owned().await.expect("the semaphore is never closed")),
+            None => None,
+        };
+        let task = tokio::spawn(session(worker.clone(), local, permit));
         lock(&worker.tasks).push(task);
     }
     worker.c.ramp_started_all.store(true, Relaxed);
@@ -399,7 +405,9 @@ struct Conn {
 }
 
 /// The life of one session: connect, hold, reconnect as told, until stop.
-async fn session(worker: Arc<Worker>, local: usize) {
+/// One session, reconnecting as told. `connecting`, when the ramp is bounded, is held until the
+/// first connection attempt ends.
+async fn session(worker: Arc<Worker>, local: usize, mut connecting: Option<OwnedSemaphorePermit>) {
     let global = worker.spec.first + local;
     let slot = &worker.slots[local];
     let mut control = worker.control.subscribe();
@@ -412,7 +420,9 @@ async fn session(worker: Arc<Worker>, local: usize) {
             return;
         }
         let resume = ever_open.then(|| slot.last_seq.load(Relaxed));
-        let ws = match establish(&worker, local, global, resume).await {
+        let established = establish(&worker, local, global, resume).await;
+        connecting.take();
+        let ws = match established {
             Ok(ws) => ws,
             Err(kind) => {
                 worker.c.connect_errors.fetch_add(1, Relaxed);

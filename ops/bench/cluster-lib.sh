@@ -46,7 +46,7 @@ start_cluster() {
   for d in $(seq "$dispatchers"); do wait_for "$work/d$d.out" ready; done
   urls="" admins="" gw_pids=""
   for g in $(seq "$gateways"); do
-    "$bin/pushgate-gateway" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work" \
+    "${gw_bin:-$bin/pushgate-gateway}" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work" \
       --set node_id="$tag-g$g" >"$work/g$g.out" 2>"$work/g$g.log" &
     pids+=($!)
     gw_pids+="${gw_pids:+,}$!"

@@ -8,6 +8,9 @@
 #   ops/bench/peers.sh [SESSIONS=15000] [RUNS=3]
 #   SERVERS="pushgate nchan uws ws" (the default): pick some, in this order.
 #   RAMP=new sessions per second (default 3000, a rate every server here absorbs).
+#   MAX_CONNECTING=connections being set up at once at most (default 0: no bound). With a ramp
+#   faster than any server (RAMP=40000 MAX_CONNECTING=256), the handshakes/s column is each
+#   server's capacity rather than the arrival rate, and no server's accept backlog overflows.
 # Each round ends with the loopback floor (`pushgate-loadtest floor`): the kernel's own cost of a
 # frame on this machine, with no server, printed under the table.
 # What each peer is, and how it is configured: ops/bench/peers/README.md. The script installs what
@@ -164,7 +167,7 @@ for run in $(seq "$runs"); do
     echo "run $run: $server (pids $pids) — ${target[*]}" >&2
     rc=0
     timeout "$LOAD_TIMEOUT_S" "$load_bin" soak "${target[@]}" --sessions "$sessions" --workers 2 \
-      --ramp-per-s "${RAMP:-3000}" --duration 10s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pids" \
+      --ramp-per-s "${RAMP:-3000}" --max-connecting "${MAX_CONNECTING:-0}" --duration 10s --broadcasts 5 --broadcast-interval 1s --gateway-pid "$pids" \
       --progress none --report "$reports/$server-run$run.json" >"$dir/summary" 2>&1 || rc=$?
     if ((rc != 0)); then
       echo "run $run: $server: the load tool exited $rc" >&2

@@ -8,11 +8,13 @@
 # were held. Reports (JSON, HTML with plots) go to REPORT_DIR.
 #   ops/bench/soak.sh [SESSIONS=100000] [DURATION=10m]
 # Environment: DURABLE_RATE (200 msg/s), BROADCAST_INTERVAL (60s), RAMP (4000 sessions/s),
-#   REPORT_DIR (target/soak). Build first: cargo build --release --bins
+#   REPORT_DIR (target/soak), GW_BIN (another gateway build, for a side-by-side run). Build
+#   first: cargo build --release --bins
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./ops/services.sh >/dev/null
 bin=target/release
+gw_bin=${GW_BIN:-$bin/pushgate-gateway}
 sessions=${1:-100000}
 duration=${2:-10m}
 per_gateway=18000
