@@ -15,7 +15,7 @@
 # frame on this machine, with no server, printed under the table.
 # What each peer is, and how it is configured: ops/bench/peers/README.md. The script installs what
 # it lacks (nginx and libnginx-mod-nchan with apt-get, the Node packages of ops/bench/peers with
-# npm), builds the release gateway and load tool, and stops everything it started on exit.
+# npm), builds the release binaries, and stops everything it started on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 sessions=${1:-15000}
@@ -55,9 +55,9 @@ if { wants uws || wants ws; }; then
     (cd "$peers" && timeout 600 npm ci --ignore-scripts --no-audit --no-fund >&2)
   fi
 fi
-build=(-p pushgate-loadtest)
-wants pushgate && build+=(-p pushgate-gateway)
-timeout 1800 cargo build --release -q "${build[@]}"
+# The whole workspace, as `ops/test` builds it: building two packages alone unifies the
+# dependencies' features differently, which rebuilds them here and again at the next full build.
+timeout 1800 cargo build --release -q --workspace --bins
 
 work=$(mktemp -d)
 reports="$work/reports"
