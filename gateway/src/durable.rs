@@ -27,6 +27,17 @@ use crate::config::{Config, Mode};
 /// A replay page on its way.
 pub type Fetch = Pin<Box<dyn Future<Output = Result<Vec<InboxEntry>, StoreError>> + Send>>;
 
+/// Where a session resumes, from the store's cursors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The replay starts after this `seq`.
+    pub cursor: u64,
+    /// The inbox held messages after the cursor when it was looked up. Without a backlog the
+    /// replay reads nothing: what is committed after the lookup reaches the session live (it
+    /// was registered before the lookup).
+    pub backlog: bool,
+}
+
 #[derive(Debug)]
 pub struct Durable {
     pub store: AnyStore,
@@ -96,19 +107,20 @@ impl Durable {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// The cursor a session's replay starts after (SPEC §6): `last_seq` from the query if given,
-    /// else this device's acked cursor, else the user's. A `last_seq` above the newest `seq`
+    /// Where a session's replay starts (SPEC §6): after `last_seq` from the query if given, else
+    /// after this device's acked cursor, else the user's. A `last_seq` above the newest `seq`
     /// replays nothing and is lowered to the newest, so that the next message still reaches the
     /// client (the welcome tells it the cursor it got).
-    pub async fn resume_cursor(
+    pub async fn resume_point(
         &self,
         user: &UserId,
         device: Option<&DeviceId>,
         last_seq: Option<u64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<ResumePoint, StoreError> {
         let _permit = self.reads.acquire().await.map_err(|_| StoreError::Corrupt("reads closed".into()))?;
         let cursors = self.store.cursors(user.as_str(), device.map(DeviceId::as_str)).await?;
-        Ok(cursors.resume_from(last_seq).min(cursors.last_seq))
+        let cursor = cursors.resume_from(last_seq).min(cursors.last_seq);
+        Ok(ResumePoint { cursor, backlog: cursor < cursors.last_seq })
     }
 
     /// The next page of `user`'s inbox after `after` (and before `before`).

@@ -19,6 +19,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    durable::ResumePoint,
     handshake::{Upgrade, handshake, request_arrived},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
     node::{Entry, Node},
@@ -197,25 +198,25 @@ async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<
         }
         None => true,
     };
-    let cursor = node.durable.resume_cursor(&shared.user, shared.device.as_ref(), last_seq).await;
-    let welcome_cursor = *cursor.as_ref().unwrap_or(&0);
+    let resume = node.durable.resume_point(&shared.user, shared.device.as_ref(), last_seq).await;
+    let start = *resume.as_ref().unwrap_or(&ResumePoint { cursor: 0, backlog: true });
     let welcome = ServerFrame::Welcome {
         session: handle.id_string().into(),
         node: node.node_id.as_str().into(),
         user: shared.user.as_str().into(),
         heartbeat_s: node.config.heartbeat_s(),
-        last_seq: welcome_cursor,
+        last_seq: start.cursor,
     }
     .encode();
     if !present {
         tracing::warn!("the presence directory is unreachable; asking the client to come back later");
         handle.request_close(CloseRequest::new(CloseCode::Overloaded, "presence unavailable"));
-    } else if let Err(e) = &cursor {
+    } else if let Err(e) = &resume {
         tracing::warn!(error = %e, "cursor lookup failed; closing the session");
         handle.request_close(CloseRequest::new(CloseCode::Internal, "inbox unavailable"));
     }
     node.durable.book.session_event(session_event(node, &handle, SessionEventKind::Open));
-    let role = Role::Client(ClientState::new(claims.chs, welcome_cursor));
+    let role = Role::Client(ClientState::new(claims.chs, start));
     Session::new(node.clone(), handle, role, Some(welcome))
 }
 

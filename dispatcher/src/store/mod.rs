@@ -99,7 +99,24 @@ pub struct Cursors {
     pub last_seq: u64,
 }
 
+/// A session's cursors in one lookup (binds: user, user, user, device), so that a connect
+/// costs the store one round trip: a row always comes back, NULL where the user has no inbox
+/// yet or the device never acked. Both dialects.
+pub(crate) const CURSORS_SQL: &str = "SELECT (SELECT last_seq FROM user_heads WHERE user_id = ?), \
+     (SELECT acked_seq FROM user_heads WHERE user_id = ?), \
+     (SELECT acked_seq FROM device_cursors WHERE user_id = ? AND device_id = ?)";
+
 impl Cursors {
+    /// From the columns of [`CURSORS_SQL`].
+    pub(crate) fn from_columns(last_seq: Option<i64>, user_acked: Option<i64>, device: Option<i64>) -> Self {
+        let unsigned = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+        Self {
+            device: unsigned(device),
+            user_acked: unsigned(user_acked).unwrap_or(0),
+            last_seq: unsigned(last_seq).unwrap_or(0),
+        }
+    }
+
     /// The cursor replay starts after: the client's `last_seq`, else the device's cursor, else
     /// the user's.
     pub fn resume_from(&self, last_seq: Option<u64>) -> u64 {

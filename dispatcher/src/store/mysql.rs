@@ -12,8 +12,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent,
-    Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CURSORS_SQL, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen,
+    SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -190,25 +190,8 @@ impl Store for MysqlStore {
     }
 
     async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
-        let head = sqlx::query("SELECT last_seq, acked_seq FROM user_heads WHERE user_id = ?")
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
-        let (last_seq, user_acked) = match head {
-            Some(r) => (r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64),
-            None => (0, 0),
-        };
-        let device = match device {
-            None => None,
-            Some(d) => sqlx::query("SELECT acked_seq FROM device_cursors WHERE user_id = ? AND device_id = ?")
-                .bind(user)
-                .bind(d)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| r.try_get::<i64, _>(0).map(|v| v as u64))
-                .transpose()?,
-        };
-        Ok(Cursors { device, user_acked, last_seq })
+        let row = sqlx::query(CURSORS_SQL).bind(user).bind(user).bind(user).bind(device).fetch_one(&self.pool).await?;
+        Ok(Cursors::from_columns(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     }
 
     async fn save_acks(&self, acks: &[Ack], now_ms: u64) -> Result<(), StoreError> {

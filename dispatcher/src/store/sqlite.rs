@@ -12,8 +12,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent,
-    Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CURSORS_SQL, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen,
+    SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -43,8 +43,11 @@ impl SqliteStore {
         // Small page caches (SQLite's default is 2 MiB per connection) keep a gateway's memory
         // for sessions rather than for copies of the database, which the OS caches anyway: the
         // writer appends (its hot pages are the right edges of its trees), and readers serve
-        // short inbox pages and cursor lookups.
+        // short inbox pages and cursor lookups. No ping before each use (sqlx's default): a file
+        // has no server to drop the connection, and each ping is a round trip to the
+        // connection's thread — as costly as the cursor lookup it would precede.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .connect_with(options.clone().pragma("cache_size", WRITER_CACHE))
@@ -53,6 +56,7 @@ impl SqliteStore {
         // Opened up front, all of them: a connection's memory (its thread, its cache) is a cost of
         // the node, not of the sessions whose connect happens to open it.
         let readers = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(readers.max(1))
             .min_connections(readers.max(1))
             .connect_with(options.read_only(true).pragma("cache_size", READER_CACHE))
@@ -191,25 +195,9 @@ impl Store for SqliteStore {
     }
 
     async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
-        let head = sqlx::query("SELECT last_seq, acked_seq FROM user_heads WHERE user_id = ?")
-            .bind(user)
-            .fetch_optional(&self.readers)
-            .await?;
-        let (last_seq, user_acked) = match head {
-            Some(r) => (r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64),
-            None => (0, 0),
-        };
-        let device = match device {
-            None => None,
-            Some(d) => sqlx::query("SELECT acked_seq FROM device_cursors WHERE user_id = ? AND device_id = ?")
-                .bind(user)
-                .bind(d)
-                .fetch_optional(&self.readers)
-                .await?
-                .map(|r| r.try_get::<i64, _>(0).map(|v| v as u64))
-                .transpose()?,
-        };
-        Ok(Cursors { device, user_acked, last_seq })
+        let row =
+            sqlx::query(CURSORS_SQL).bind(user).bind(user).bind(user).bind(device).fetch_one(&self.readers).await?;
+        Ok(Cursors::from_columns(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
     }
 
     async fn save_acks(&self, acks: &[Ack], now_ms: u64) -> Result<(), StoreError> {

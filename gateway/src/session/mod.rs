@@ -43,7 +43,10 @@ use resume::CatchUp;
 use tokio::{net::TcpStream, time::Sleep};
 use tokio_util::task::TaskTracker;
 
-use crate::node::{Node, Permit};
+use crate::{
+    durable::ResumePoint,
+    node::{Node, Permit},
+};
 
 /// Per-thread buffer that socket reads land in; only the bytes of an incomplete frame are
 /// copied out of it into the session. 16 KiB holds a burst of small client frames.
@@ -83,14 +86,15 @@ pub struct ClientState {
 }
 
 impl ClientState {
-    /// A client session resuming after `cursor`; it replays its inbox before going live.
-    pub fn new(patterns: Vec<ChannelPattern>, cursor: u64) -> Self {
+    /// A client session resuming at `start`; it replays its inbox (if it had a backlog) before
+    /// going live.
+    pub fn new(patterns: Vec<ChannelPattern>, start: ResumePoint) -> Self {
         Self {
             patterns: patterns.into_boxed_slice(),
             subscriptions: Vec::new(),
-            cursor,
+            cursor: start.cursor,
             acked: false,
-            catch_up: Some(Box::new(CatchUp::replay())),
+            catch_up: Some(Box::new(CatchUp::resume(start.backlog))),
         }
     }
 }

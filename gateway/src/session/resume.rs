@@ -27,6 +27,9 @@ pub struct CatchUp {
     /// Read up to (not including) this `seq`; `None` for the replay of everything.
     before: Option<u64>,
     fetch: Option<Fetch>,
+    /// The store has nothing for this round (the cursor lookup found no backlog): it ends
+    /// without a read.
+    nothing_stored: bool,
     /// Live frames waiting behind the read, in arrival order.
     held: VecDeque<Outbound>,
 }
@@ -38,9 +41,16 @@ impl std::fmt::Debug for CatchUp {
 }
 
 impl CatchUp {
-    /// The replay after connecting.
-    pub fn replay() -> Self {
-        Self { before: None, fetch: None, held: VecDeque::new() }
+    /// The replay after connecting; `backlog` says whether the inbox has anything after the
+    /// cursor. Without one, the first round reads nothing, but still ends as a replay round does:
+    /// durable frames that did not fit in the outbox meanwhile start another (which reads).
+    pub fn resume(backlog: bool) -> Self {
+        Self { before: None, fetch: None, nothing_stored: !backlog, held: VecDeque::new() }
+    }
+
+    /// Another replay round.
+    fn replay() -> Self {
+        Self::resume(true)
     }
 }
 
@@ -66,6 +76,10 @@ impl Session {
     pub(super) fn poll_catch_up(&mut self, cx: &mut Context<'_>) -> bool {
         let Role::Client(state) = &mut self.role else { return false };
         let Some(catch_up) = state.catch_up.as_mut() else { return false };
+        if std::mem::take(&mut catch_up.nothing_stored) {
+            self.on_page(Vec::new());
+            return true;
+        }
         if catch_up.fetch.is_none() {
             if self.writing.len() >= NEXT_PAGE_BELOW {
                 return false;
@@ -144,7 +158,8 @@ impl Session {
             } else {
                 let before = out.seq;
                 frames.push_front(out);
-                state.catch_up = Some(Box::new(CatchUp { before: Some(before), fetch: None, held: frames }));
+                state.catch_up =
+                    Some(Box::new(CatchUp { before: Some(before), fetch: None, nothing_stored: false, held: frames }));
                 return;
             }
         }
