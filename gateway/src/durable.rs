@@ -1,6 +1,6 @@
 //! The node's durable side (SPEC §6): the store, the batched write path, acks and session
 //! events, and the bounded inbox reads that sessions use to resume — a cursor lookup when a
-//! session starts, then replay pages.
+//! session starts (batched with the other connects' lookups), then replay pages.
 //!
 //! Every read goes through one semaphore (`replay_concurrency`), so a reconnect storm of
 //! thousands of sessions queues for a few connections instead of opening a query each.
@@ -17,10 +17,10 @@ use std::{
 use pushgate_dispatcher::{
     bookkeeping::{self, Bookkeeping},
     ingest::{BatchConfig, Ingest},
-    store::{AnyStore, InboxEntry, Store, StoreError},
+    store::{AnyStore, CursorKey, Cursors, InboxEntry, LOOKUP_CHUNK, Store, StoreError},
 };
 use pushgate_protocol::{DeviceId, UserId, now_ms};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::{Config, Mode};
 
@@ -47,7 +47,9 @@ pub struct Durable {
     /// Acks and session events on their way (to the store, or in cluster mode to the
     /// dispatchers).
     pub book: Arc<Bookkeeping>,
-    reads: Semaphore,
+    reads: Arc<Semaphore>,
+    /// Cursor lookups, to the task that batches them.
+    lookups: mpsc::UnboundedSender<Lookup>,
     /// Rows per replay page.
     pub page: u32,
     up: Arc<AtomicBool>,
@@ -92,14 +94,10 @@ impl Durable {
         };
         let up = Arc::new(AtomicBool::new(true));
         tokio::spawn(watch(store.clone(), up.clone()));
-        Ok(Arc::new(Self {
-            store,
-            ingest,
-            book,
-            reads: Semaphore::new(config.replay_concurrency),
-            page: config.replay_page,
-            up,
-        }))
+        let reads = Arc::new(Semaphore::new(config.replay_concurrency));
+        let (lookups, queue) = mpsc::unbounded_channel();
+        tokio::spawn(look_up_cursors(store.clone(), reads.clone(), queue));
+        Ok(Arc::new(Self { store, ingest, book, reads, lookups, page: config.replay_page, up }))
     }
 
     /// Whether the store answered its last check.
@@ -116,9 +114,12 @@ impl Durable {
         user: &UserId,
         device: Option<&DeviceId>,
         last_seq: Option<u64>,
-    ) -> Result<ResumePoint, StoreError> {
-        let _permit = self.reads.acquire().await.map_err(|_| StoreError::Corrupt("reads closed".into()))?;
-        let cursors = self.store.cursors(user.as_str(), device.map(DeviceId::as_str)).await?;
+    ) -> Result<ResumePoint, Arc<StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup { user: user.clone(), device: device.cloned(), reply };
+        let closed = || Arc::new(StoreError::Corrupt("cursor lookups stopped".into()));
+        self.lookups.send(lookup).map_err(|_| closed())?;
+        let cursors = answer.await.map_err(|_| closed())??;
         let cursor = cursors.resume_from(last_seq).min(cursors.last_seq);
         Ok(ResumePoint { cursor, backlog: cursor < cursors.last_seq })
     }
@@ -136,6 +137,41 @@ impl Durable {
     pub async fn flush(&self) {
         if let Err(e) = self.book.flush(&self.store).await {
             tracing::warn!(error = %e, "final flush of acks and session events failed");
+        }
+    }
+}
+
+/// A session's cursor lookup, on its way to the batch it joins.
+struct Lookup {
+    user: UserId,
+    device: Option<DeviceId>,
+    reply: oneshot::Sender<Result<Cursors, Arc<StoreError>>>,
+}
+
+/// Looks cursors up in batches: the lookups that queued while the last query ran go in the
+/// next one, so the connects of a reconnect storm share queries (a query is a round trip to a
+/// connection's thread or the database, costlier than the rows), and a lone connect waits for
+/// nothing but its own query.
+async fn look_up_cursors(store: AnyStore, reads: Arc<Semaphore>, mut queue: mpsc::UnboundedReceiver<Lookup>) {
+    let mut batch = Vec::with_capacity(LOOKUP_CHUNK);
+    while queue.recv_many(&mut batch, LOOKUP_CHUNK).await > 0 {
+        let found = match reads.acquire().await {
+            Ok(_permit) => {
+                let keys: Vec<CursorKey<'_>> =
+                    batch.iter().map(|l| (l.user.as_str(), l.device.as_ref().map(DeviceId::as_str))).collect();
+                store.cursors(&keys).await.map_err(Arc::new)
+            }
+            Err(_) => Err(Arc::new(StoreError::Corrupt("reads closed".into()))),
+        };
+        for (i, lookup) in batch.drain(..).enumerate() {
+            let answer = match &found {
+                Ok(cursors) => {
+                    cursors.get(i).copied().ok_or_else(|| Arc::new(StoreError::Corrupt("lookup lost a row".into())))
+                }
+                Err(e) => Err(e.clone()),
+            };
+            // A connect that gave up (its handshake timed out) no longer listens.
+            let _ = lookup.reply.send(answer);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use pushgate_dispatcher::{
     Message,
-    store::{Ack, AnyStore, SessionEvent, SessionEventKind, Store},
+    store::{Ack, AnyStore, Cursors, LOOKUP_CHUNK, SessionEvent, SessionEventKind, Store},
 };
 use pushgate_protocol::{DeviceId, Envelope, EnvelopeLimits, UserId, now_ms};
 use pushgate_tests::TestDatabase;
@@ -37,6 +37,11 @@ async fn fixture(kind: &str) -> Fixture {
     }
 }
 
+/// One session's cursors, looked up alone.
+async fn cursors(store: &AnyStore, user: &str, device: Option<&str>) -> Cursors {
+    store.cursors(&[(user, device)]).await.unwrap().pop().unwrap()
+}
+
 fn message(envelope: serde_json::Value, ts: u64) -> Message {
     Message::accept(Envelope::decode(envelope.to_string().as_bytes(), &EnvelopeLimits::default()).unwrap(), ts)
 }
@@ -61,6 +66,7 @@ both_stores!(
     publisher_ids_are_stored_once_within_the_window,
     one_envelope_reaches_a_thousand_inboxes,
     cursors_move_forward_per_device_and_user,
+    cursors_of_many_sessions_come_back_in_their_order,
     expired_messages_are_never_read_and_are_purged,
     concurrent_writers_never_reuse_or_skip_a_seq,
     the_session_log_records_opens_and_closes,
@@ -92,7 +98,7 @@ async fn ten_thousand_messages_get_consecutive_seqs(kind: &str) {
     // Bounded reads: `before` stops short.
     let page = f.store.inbox("u1", 100, Some(105), 1000, now_ms()).await.unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![101, 102, 103, 104]);
-    assert_eq!(f.store.cursors("u1", None).await.unwrap().last_seq, 10_000);
+    assert_eq!(cursors(&f.store, "u1", None).await.last_seq, 10_000);
 }
 
 async fn publisher_ids_are_stored_once_within_the_window(kind: &str) {
@@ -141,20 +147,52 @@ async fn cursors_move_forward_per_device_and_user(kind: &str) {
         Ack { user: u.clone(), device: Some(a.clone()), seq: 4 },
     ];
     f.store.save_acks(&acks, now_ms()).await.unwrap();
-    let phone = f.store.cursors("u", Some("phone")).await.unwrap();
+    let phone = cursors(&f.store, "u", Some("phone")).await;
     assert_eq!((phone.device, phone.user_acked, phone.last_seq), (Some(5), 5, 10));
-    assert_eq!(f.store.cursors("u", Some("laptop")).await.unwrap().device, Some(3));
+    assert_eq!(cursors(&f.store, "u", Some("laptop")).await.device, Some(3));
     // A new device starts after what any device acked.
-    let fresh = f.store.cursors("u", Some("tablet")).await.unwrap();
+    let fresh = cursors(&f.store, "u", Some("tablet")).await;
     assert_eq!((fresh.device, fresh.resume_from(None)), (None, 5));
     // Cursors never move back.
     f.store.save_acks(&[Ack { user: u.clone(), device: Some(a), seq: 2 }], now_ms()).await.unwrap();
-    assert_eq!(f.store.cursors("u", Some("phone")).await.unwrap().device, Some(5));
+    assert_eq!(cursors(&f.store, "u", Some("phone")).await.device, Some(5));
     // A session without a device moves the user's cursor only.
     f.store.save_acks(&[Ack { user: u, device: None, seq: 9 }], now_ms()).await.unwrap();
-    let c = f.store.cursors("u", Some("laptop")).await.unwrap();
+    let c = cursors(&f.store, "u", Some("laptop")).await;
     assert_eq!((c.device, c.user_acked), (Some(3), 9));
-    assert_eq!(f.store.cursors("nobody", None).await.unwrap().resume_from(None), 0);
+    assert_eq!(cursors(&f.store, "nobody", None).await.resume_from(None), 0);
+}
+
+async fn cursors_of_many_sessions_come_back_in_their_order(kind: &str) {
+    let f = fixture(kind).await;
+    // Users 0..40 get n messages each (user-0 none); odd users' phones ack half of theirs.
+    let batch: Vec<Message> = (1..40u64).flat_map(|u| (0..u).map(move |n| to_user(&format!("user-{u}"), n))).collect();
+    f.store.append(&batch, now_ms(), DAY).await.unwrap();
+    let acks: Vec<Ack> = (1..40u64)
+        .filter(|u| u % 2 == 1)
+        .map(|u| Ack {
+            user: UserId::new(&format!("user-{u}")).unwrap(),
+            device: Some(DeviceId::new("phone").unwrap()),
+            seq: u.div_ceil(2),
+        })
+        .collect();
+    f.store.save_acks(&acks, now_ms()).await.unwrap();
+    // More sessions than one query takes, unknown users, repeated users, users with and
+    // without devices, a device that never acked: each answer matches its own lookup's.
+    let users: Vec<String> = (0..LOOKUP_CHUNK as u64 + 60).map(|i| format!("user-{}", i % 45)).collect();
+    let devices = [Some("phone"), None, Some("tablet")];
+    let keys: Vec<(&str, Option<&str>)> = users.iter().enumerate().map(|(i, u)| (u.as_str(), devices[i % 3])).collect();
+    let found = f.store.cursors(&keys).await.unwrap();
+    assert_eq!(found.len(), keys.len());
+    for ((user, device), got) in keys.iter().zip(&found) {
+        assert_eq!(*got, cursors(&f.store, user, *device).await, "{user} {device:?}");
+        let u: u64 = user.trim_start_matches("user-").parse().unwrap();
+        let last = if u < 40 { u } else { 0 };
+        let acked = if u % 2 == 1 && u < 40 { u.div_ceil(2) } else { 0 };
+        let phone = (*device == Some("phone") && u % 2 == 1 && u < 40).then_some(u.div_ceil(2));
+        assert_eq!((got.last_seq, got.user_acked, got.device), (last, acked, phone), "{user} {device:?}");
+    }
+    assert!(f.store.cursors(&[]).await.unwrap().is_empty());
 }
 
 async fn expired_messages_are_never_read_and_are_purged(kind: &str) {

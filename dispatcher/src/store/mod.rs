@@ -99,28 +99,65 @@ pub struct Cursors {
     pub last_seq: u64,
 }
 
-/// A session's cursors in one lookup (binds: user, user, user, device), so that a connect
-/// costs the store one round trip: a row always comes back, NULL where the user has no inbox
-/// yet or the device never acked. Both dialects.
-pub(crate) const CURSORS_SQL: &str = "SELECT (SELECT last_seq FROM user_heads WHERE user_id = ?), \
-     (SELECT acked_seq FROM user_heads WHERE user_id = ?), \
-     (SELECT acked_seq FROM device_cursors WHERE user_id = ? AND device_id = ?)";
+/// Sessions whose cursors one query looks up (each binds its user and device).
+pub const LOOKUP_CHUNK: usize = 500;
+
+/// A session whose cursors are looked up: its user and, if it has one, its device.
+pub type CursorKey<'a> = (&'a str, Option<&'a str>);
+
+/// One row of a cursor lookup: (user, device, seq, acked) — a user's head (no device; its
+/// newest `seq` and the user's acked cursor) or a device cursor (its acked `seq`; no acked).
+pub(crate) type CursorRow = (String, Option<String>, i64, i64);
+
+/// The SQL of a cursor lookup, up to the lists it binds: the device cursors of the keys' users
+/// and devices (a superset, sorted out by [`Cursors::for_keys`]), then the users' heads.
+pub(crate) struct CursorLookupSql;
+
+impl CursorLookupSql {
+    pub const DEVICES: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device_cursors WHERE user_id IN (";
+    pub const AND_DEVICES: &str = ") AND device_id IN (";
+    pub const HEADS: &str = ") UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (";
+    pub const END: &str = ")";
+}
 
 impl Cursors {
-    /// From the columns of [`CURSORS_SQL`].
-    pub(crate) fn from_columns(last_seq: Option<i64>, user_acked: Option<i64>, device: Option<i64>) -> Self {
-        let unsigned = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
-        Self {
-            device: unsigned(device),
-            user_acked: unsigned(user_acked).unwrap_or(0),
-            last_seq: unsigned(last_seq).unwrap_or(0),
+    /// Each key's cursors, in the keys' order, from the rows of a lookup.
+    pub(crate) fn for_keys(keys: &[CursorKey<'_>], rows: Vec<CursorRow>) -> Vec<Self> {
+        let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
+        let mut heads: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut devices: HashMap<(String, String), u64> = HashMap::new();
+        for (user, device, seq, acked) in rows {
+            match device {
+                Some(device) => devices.insert((user, device), unsigned(seq)),
+                None => heads.insert(user, (unsigned(seq), unsigned(acked))).map(|(seq, _)| seq),
+            };
         }
+        keys.iter()
+            .map(|(user, device)| {
+                let (last_seq, user_acked) = heads.get(*user).copied().unwrap_or((0, 0));
+                let device = device.and_then(|d| devices.get(&((*user).to_owned(), d.to_owned())).copied());
+                Self { device, user_acked, last_seq }
+            })
+            .collect()
     }
 
     /// The cursor replay starts after: the client's `last_seq`, else the device's cursor, else
     /// the user's.
     pub fn resume_from(&self, last_seq: Option<u64>) -> u64 {
         last_seq.or(self.device).unwrap_or(self.user_acked)
+    }
+}
+
+/// Pushes `values` as a comma-separated list of binds.
+pub(crate) fn bind_list<'args, DB: sqlx::Database>(
+    q: &mut sqlx::QueryBuilder<'args, DB>,
+    values: impl IntoIterator<Item = &'args str>,
+) where
+    &'args str: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+{
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(value);
     }
 }
 
@@ -160,8 +197,9 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> impl Future<Output = Result<Vec<InboxEntry>, StoreError>> + Send;
 
-    /// The cursors of a user (and device).
-    fn cursors(&self, user: &str, device: Option<&str>) -> impl Future<Output = Result<Cursors, StoreError>> + Send;
+    /// The cursors of sessions (a user, and a device if it has one), in their order: one query
+    /// per [`LOOKUP_CHUNK`] of them, so that the connects of a reconnect storm share queries.
+    fn cursors(&self, keys: &[CursorKey<'_>]) -> impl Future<Output = Result<Vec<Cursors>, StoreError>> + Send;
 
     /// Moves device and user cursors forward (never back).
     fn save_acks(&self, acks: &[Ack], now_ms: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -233,8 +271,8 @@ impl Store for AnyStore {
         delegate!(self, s => s.inbox(user, after, before, limit, now_ms))
     }
 
-    async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
-        delegate!(self, s => s.cursors(user, device))
+    async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
+        delegate!(self, s => s.cursors(keys))
     }
 
     async fn save_acks(&self, acks: &[Ack], now_ms: u64) -> Result<(), StoreError> {

@@ -12,8 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CURSORS_SQL, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen,
-    SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, CursorLookupSql, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks,
+    PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, bind_list, entry, keyed_ids, merge_acks, plan,
+    receivers, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -189,9 +190,29 @@ impl Store for MysqlStore {
         rows.into_iter().map(|r| entry(r.try_get(0)?, text(&r, 1)?, r.try_get(2)?, text(&r, 3)?)).collect()
     }
 
-    async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
-        let row = sqlx::query(CURSORS_SQL).bind(user).bind(user).bind(user).bind(device).fetch_one(&self.pool).await?;
-        Ok(Cursors::from_columns(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            let mut q = QueryBuilder::<MySql>::new(CursorLookupSql::DEVICES);
+            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
+            q.push(CursorLookupSql::AND_DEVICES);
+            bind_list(&mut q, chunk.iter().map(|(_, device)| device.unwrap_or("")));
+            q.push(CursorLookupSql::HEADS);
+            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
+            q.push(CursorLookupSql::END);
+            let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
+            // MariaDB describes a UNION's text columns as binary: read bytes, check the UTF-8.
+            let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(e.to_string()));
+            let rows = rows
+                .iter()
+                .map(|r| {
+                    let device = r.try_get::<Option<Vec<u8>>, _>(1)?.map(text).transpose()?;
+                    Ok((text(r.try_get(0)?)?, device, r.try_get(2)?, r.try_get(3)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            found.extend(Cursors::for_keys(chunk, rows));
+        }
+        Ok(found)
     }
 
     async fn save_acks(&self, acks: &[Ack], now_ms: u64) -> Result<(), StoreError> {

@@ -12,8 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CURSORS_SQL, Cursors, INSERT_CHUNK, InboxEntry, MergedAcks, PURGE_CHUNK, Purged, Seen,
-    SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, CursorLookupSql, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks,
+    PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, bind_list, entry, keyed_ids, merge_acks, plan,
+    receivers, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -194,10 +195,24 @@ impl Store for SqliteStore {
         rows.into_iter().map(|r| entry(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)).collect()
     }
 
-    async fn cursors(&self, user: &str, device: Option<&str>) -> Result<Cursors, StoreError> {
-        let row =
-            sqlx::query(CURSORS_SQL).bind(user).bind(user).bind(user).bind(device).fetch_one(&self.readers).await?;
-        Ok(Cursors::from_columns(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(CursorLookupSql::DEVICES);
+            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
+            q.push(CursorLookupSql::AND_DEVICES);
+            bind_list(&mut q, chunk.iter().map(|(_, device)| device.unwrap_or("")));
+            q.push(CursorLookupSql::HEADS);
+            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
+            q.push(CursorLookupSql::END);
+            let rows = q.build().persistent(false).fetch_all(&self.readers).await?;
+            let rows = rows
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            found.extend(Cursors::for_keys(chunk, rows));
+        }
+        Ok(found)
     }
 
     async fn save_acks(&self, acks: &[Ack], now_ms: u64) -> Result<(), StoreError> {
