@@ -170,7 +170,7 @@ async fn look_up_cursors(store: AnyStore, reads: Arc<Semaphore>, mut queue: mpsc
                 }
                 Err(e) => Err(e.clone()),
             };
-            // A connect that gave up (its handshake timed out) no longer listens.
+            // A connect whose task ended meanwhile (the node shutting down) no longer listens.
             let _ = lookup.reply.send(answer);
         }
     }
