@@ -109,15 +109,22 @@ pub type CursorKey<'a> = (&'a str, Option<&'a str>);
 /// newest `seq` and the user's acked cursor) or a device cursor (its acked `seq`; no acked).
 pub(crate) type CursorRow = (String, Option<String>, i64, i64);
 
-/// The SQL of a cursor lookup, up to the lists it binds: the device cursors of the keys' users
-/// and devices (a superset, sorted out by [`Cursors::for_keys`]), then the users' heads.
-pub(crate) struct CursorLookupSql;
-
-impl CursorLookupSql {
-    pub const DEVICES: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device_cursors WHERE user_id IN (";
-    pub const AND_DEVICES: &str = ") AND device_id IN (";
-    pub const HEADS: &str = ") UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (";
-    pub const END: &str = ")";
+/// The query that looks up the cursors of `keys` (up to [`LOOKUP_CHUNK`] of them), both
+/// dialects: the device cursors of the keys' users and devices (a superset, sorted out by
+/// [`Cursors::for_keys`]), then the users' heads, as [`CursorRow`]s.
+pub(crate) fn cursor_lookup<'args, DB: sqlx::Database>(keys: &[CursorKey<'args>]) -> sqlx::QueryBuilder<'args, DB>
+where
+    &'args str: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+{
+    let mut q =
+        sqlx::QueryBuilder::new("SELECT user_id, device_id, acked_seq, 0 FROM device_cursors WHERE user_id IN (");
+    bind_list(&mut q, keys.iter().map(|(user, _)| *user));
+    q.push(") AND device_id IN (");
+    bind_list(&mut q, keys.iter().map(|(_, device)| device.unwrap_or("")));
+    q.push(") UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (");
+    bind_list(&mut q, keys.iter().map(|(user, _)| *user));
+    q.push(")");
+    q
 }
 
 impl Cursors {
@@ -149,7 +156,7 @@ impl Cursors {
 }
 
 /// Pushes `values` as a comma-separated list of binds.
-pub(crate) fn bind_list<'args, DB: sqlx::Database>(
+fn bind_list<'args, DB: sqlx::Database>(
     q: &mut sqlx::QueryBuilder<'args, DB>,
     values: impl IntoIterator<Item = &'args str>,
 ) where

@@ -12,9 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CursorKey, CursorLookupSql, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks,
-    PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, bind_list, entry, keyed_ids, merge_acks, plan,
-    receivers, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
+    Purged, Seen, SessionEvent, Store, StoreError, cursor_lookup, entry, keyed_ids, merge_acks, plan, receivers,
+    seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -193,22 +193,10 @@ impl Store for MysqlStore {
     async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let mut q = QueryBuilder::<MySql>::new(CursorLookupSql::DEVICES);
-            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
-            q.push(CursorLookupSql::AND_DEVICES);
-            bind_list(&mut q, chunk.iter().map(|(_, device)| device.unwrap_or("")));
-            q.push(CursorLookupSql::HEADS);
-            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
-            q.push(CursorLookupSql::END);
-            let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
-            // MariaDB describes a UNION's text columns as binary: read bytes, check the UTF-8.
-            let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(e.to_string()));
+            let rows = cursor_lookup::<MySql>(chunk).build().persistent(false).fetch_all(&self.pool).await?;
             let rows = rows
                 .iter()
-                .map(|r| {
-                    let device = r.try_get::<Option<Vec<u8>>, _>(1)?.map(text).transpose()?;
-                    Ok((text(r.try_get(0)?)?, device, r.try_get(2)?, r.try_get(3)?))
-                })
+                .map(|r| Ok((text(r, 0)?, optional_text(r, 1)?, r.try_get(2)?, r.try_get(3)?)))
                 .collect::<Result<Vec<_>, StoreError>>()?;
             found.extend(Cursors::for_keys(chunk, rows));
         }
@@ -300,6 +288,13 @@ impl Store for MysqlStore {
 /// A text column. Columns with a binary collation (`utf8mb4_bin`, which ids need) reach the
 /// client flagged as binary, so they are read as bytes and checked as UTF-8.
 fn text(row: &sqlx::mysql::MySqlRow, index: usize) -> Result<String, StoreError> {
-    let bytes: Vec<u8> = row.try_get(index)?;
-    String::from_utf8(bytes).map_err(|e| StoreError::Corrupt(format!("column {index} is not UTF-8: {e}")))
+    optional_text(row, index)?.ok_or_else(|| StoreError::Corrupt(format!("column {index} is NULL")))
+}
+
+/// A text column that may be NULL, read as [`text`] reads one.
+fn optional_text(row: &sqlx::mysql::MySqlRow, index: usize) -> Result<Option<String>, StoreError> {
+    let bytes: Option<Vec<u8>> = row.try_get(index)?;
+    bytes
+        .map(|b| String::from_utf8(b).map_err(|e| StoreError::Corrupt(format!("column {index} is not UTF-8: {e}"))))
+        .transpose()
 }

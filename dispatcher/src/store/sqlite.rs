@@ -12,9 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CursorKey, CursorLookupSql, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks,
-    PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, bind_list, entry, keyed_ids, merge_acks, plan,
-    receivers, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
+    Purged, Seen, SessionEvent, Store, StoreError, cursor_lookup, entry, keyed_ids, merge_acks, plan, receivers,
+    seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -198,14 +198,7 @@ impl Store for SqliteStore {
     async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(CursorLookupSql::DEVICES);
-            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
-            q.push(CursorLookupSql::AND_DEVICES);
-            bind_list(&mut q, chunk.iter().map(|(_, device)| device.unwrap_or("")));
-            q.push(CursorLookupSql::HEADS);
-            bind_list(&mut q, chunk.iter().map(|(user, _)| *user));
-            q.push(CursorLookupSql::END);
-            let rows = q.build().persistent(false).fetch_all(&self.readers).await?;
+            let rows = cursor_lookup::<Sqlite>(chunk).build().persistent(false).fetch_all(&self.readers).await?;
             let rows = rows
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
