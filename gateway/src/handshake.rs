@@ -1,7 +1,8 @@
 //! The upgrade of a client connection (SPEC §3): wait, holding no buffer, until the request has
 //! arrived; read the request head under a size limit (the caller bounds the time); refuse it with
 //! the right status and JSON body in the SPEC's order — 404 path, 400 not an upgrade or bad
-//! query, 503 full or draining, 403 origin, 401 token — or answer `101 Switching Protocols`.
+//! query, 503 full or draining, 403 origin, 401 token — or accept it with `101 Switching
+//! Protocols`, which the caller writes together with the session's first frame.
 
 use std::borrow::Cow;
 
@@ -39,6 +40,9 @@ pub struct Upgraded {
     pub upgrade: Upgrade,
     /// Bytes the client sent behind its request head (its first frames, if it did not wait).
     pub pipelined: Vec<u8>,
+    /// The `101 Switching Protocols` answer, not yet written: the caller sends it in one write
+    /// with the session's first frame (`welcome`), one segment instead of two.
+    pub response: Vec<u8>,
 }
 
 /// Why a connection did not become a session.
@@ -137,8 +141,7 @@ pub async fn handshake(
         };
         return match decision {
             Ok((upgrade, key, head_len)) => {
-                stream.write_all(&accept_response(&key)).await?;
-                Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec() })
+                Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec(), response: accept_response(&key) })
             }
             Err(refusal) => {
                 counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error)

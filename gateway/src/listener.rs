@@ -12,6 +12,7 @@ use pushgate_dispatcher::{
 };
 use pushgate_protocol::{CloseCode, ServerFrame, SessionClaims, UserId, now_ms};
 use tokio::{
+    io::AsyncWriteExt,
     net::{TcpListener, TcpSocket, TcpStream},
     sync::OwnedSemaphorePermit,
     time::Instant,
@@ -164,11 +165,16 @@ async fn set_up(
     node.metrics.handshake_seconds.record(setup.started.elapsed().as_secs_f64());
     match upgraded.upgrade {
         Upgrade::Client { claims, last_seq } => {
-            let session = start_client(&node, claims, last_seq).await;
+            let session = start_client(&node, claims, last_seq, upgraded.response).await;
             drop(setup.slot);
             tasks.spawn(session.live(stream, &upgraded.pipelined, Finish::new(finish_client, permit), tasks.clone()));
         }
         Upgrade::Echo => {
+            match tokio::time::timeout_at(setup.deadline, stream.write_all(&upgraded.response)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return tracing::debug!(error = %e, "handshake did not complete"),
+                Err(_) => return counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1),
+            }
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, Role::Echo, None);
@@ -180,8 +186,8 @@ async fn set_up(
 
 /// A client session up to its first frame: registered before its cursor is read (so nothing
 /// committed after that is missed: it arrives live, or the replay reads it), and welcomed with
-/// its cursor.
-async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<u64>) -> Session {
+/// its cursor — `welcome` written behind `response` (the `101`) in one write.
+async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<u64>, response: Vec<u8>) -> Session {
     let now = node.clock.now_ms();
     let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
     handle.begin_replay();
@@ -208,6 +214,8 @@ async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<
         last_seq: start.cursor,
     }
     .encode();
+    let mut first = response;
+    first.extend_from_slice(&welcome);
     if !present {
         tracing::warn!("the presence directory is unreachable; asking the client to come back later");
         handle.request_close(CloseRequest::new(CloseCode::Overloaded, "presence unavailable"));
@@ -217,7 +225,7 @@ async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<
     }
     node.durable.book.session_event(session_event(node, &handle, SessionEventKind::Open));
     let role = Role::Client(ClientState::new(claims.chs, start));
-    Session::new(node.clone(), handle, role, Some(welcome))
+    Session::new(node.clone(), handle, role, Some(first.into()))
 }
 
 /// A client session after its end: unregistered, left in presence, counted and logged.

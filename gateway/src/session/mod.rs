@@ -297,8 +297,8 @@ fn max_message(node: &Node, role: &Role) -> usize {
 }
 
 impl Session {
-    /// A session that starts by writing `first` (the welcome frame) and then reads `pipelined`
-    /// (bytes the client sent right behind its upgrade request).
+    /// A session that starts by writing `first` (a client's `101` answer and welcome frame, in
+    /// one write).
     pub fn new(node: Arc<Node>, handle: SessionHandle, role: Role, first: Option<Bytes>) -> Self {
         let now = node.clock.now_ms();
         let max_message = max_message(&node, &role);
