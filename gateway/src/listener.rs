@@ -167,11 +167,14 @@ async fn set_up(
         Upgrade::Client { claims, last_seq } => {
             let session = start_client(&node, claims, last_seq, upgraded.response).await;
             drop(setup.slot);
-            tasks.spawn(session.live(stream, &upgraded.pipelined, Finish::new(finish_client, permit), tasks.clone()));
+            session
+                .live(stream, &upgraded.pipelined, Finish::new(finish_client, permit), tasks.clone())
+                .start(&tasks)
+                .await;
         }
         Upgrade::Echo => {
             match tokio::time::timeout_at(setup.deadline, stream.write_all(&upgraded.response)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => node.metrics.bytes_out.increment(upgraded.response.len() as u64),
                 Ok(Err(e)) => return tracing::debug!(error = %e, "handshake did not complete"),
                 Err(_) => return counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1),
             }
@@ -179,7 +182,10 @@ async fn set_up(
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, Role::Echo, None);
             drop(setup.slot);
-            tasks.spawn(session.live(stream, &upgraded.pipelined, Finish::new(finish_echo, permit), tasks.clone()));
+            session
+                .live(stream, &upgraded.pipelined, Finish::new(finish_echo, permit), tasks.clone())
+                .start(&tasks)
+                .await;
         }
     }
 }

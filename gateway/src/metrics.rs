@@ -15,6 +15,7 @@ pub const HANDSHAKE_FAILURES: &str = "pushgate_handshake_failures_total";
 pub const CLOSES: &str = "pushgate_closes_total";
 pub const FRAMES_IN: &str = "pushgate_frames_in_total";
 pub const FRAMES_OUT: &str = "pushgate_frames_out_total";
+/// Bytes sessions wrote to their clients: the `101` answer and every frame after it.
 pub const BYTES_OUT: &str = "pushgate_bytes_out_total";
 pub const PUBLISHED: &str = "pushgate_messages_published_total";
 pub const PUBLISH_REFUSALS: &str = "pushgate_publish_refusals_total";

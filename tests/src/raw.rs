@@ -107,10 +107,12 @@ impl RawClient {
 
     /// Reads the answer to an upgrade request this client has sent; panics unless it is `101`
     /// with the accept key of the sample key.
-    pub async fn expect_upgraded(&mut self) {
+    /// Reads the `101` answer (panics on any other) and returns its length on the wire.
+    pub async fn expect_upgraded(&mut self) -> usize {
         let (status, head, body) = self.read_response().await;
         assert_eq!(status, 101, "upgrade refused: {head}{body}");
         assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key: {head}");
+        head.len()
     }
 
     async fn fill(&mut self) -> std::io::Result<()> {

@@ -171,6 +171,18 @@ impl Live {
     fn new(running: Running, read_first: bool) -> Self {
         Self { running: Some(running), read_first }
     }
+
+    /// Runs a new session's first turn on the calling task (the set-up's) — it writes its
+    /// welcome and, idle, parks — and spawns the session a task of its own on `tasks` only when
+    /// it goes on: most sessions park at once, so a connect then costs one task, not two.
+    pub async fn start(mut self, tasks: &TaskTracker) {
+        // The wakers this turn leaves (readiness, outbox) are the set-up task's; the spawned
+        // task's first poll registers its own before waiting on anything.
+        let ended_or_parked = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self).poll(cx).is_ready())).await;
+        if !ended_or_parked {
+            tasks.spawn(self);
+        }
+    }
 }
 
 impl Future for Live {
@@ -329,10 +341,10 @@ impl Session {
 
     /// The session as its own task's future, on `stream`: it first reads `pipelined` (bytes the
     /// client sent right behind its upgrade request), runs until the connection ends — parked
-    /// while idle, when the node parks sessions — then hands what is left to `finish`. Spawned on
-    /// `tasks` (where an unparked session's task is spawned again), after the handshake's task
-    /// has ended, so that an idle session's task holds this state and nothing of the handshake
-    /// or the set-up.
+    /// while idle, when the node parks sessions — then hands what is left to `finish`. Its first
+    /// turn runs on the set-up's task ([`Live::start`]); a session that goes on from there runs
+    /// on a task of its own on `tasks` (where an unparked session's task is spawned again too),
+    /// which holds this state and nothing of the handshake or the set-up.
     pub fn live(mut self, stream: TcpStream, pipelined: &[u8], finish: Finish, tasks: TaskTracker) -> Live {
         if !pipelined.is_empty() {
             let mut bytes = pipelined.to_vec();
