@@ -155,6 +155,8 @@ pub(crate) struct Running {
     stream: Arc<TcpStream>,
     finish: Finish,
     tasks: TaskTracker,
+    /// The session has parked before: its socket has an entry in the parking lot's epoll set.
+    parked_before: bool,
 }
 
 /// A session's task: the whole state of a session that is not parked (see [`Session::live`]).
@@ -354,7 +356,7 @@ impl Session {
                 Err(v) => self.violation(v),
             }
         }
-        Live::new(Running { session: self, stream: Arc::new(stream), finish, tasks }, false)
+        Live::new(Running { session: self, stream: Arc::new(stream), finish, tasks, parked_before: false }, false)
     }
 
     fn into_ended(self) -> Ended {

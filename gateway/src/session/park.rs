@@ -46,6 +46,9 @@ const EVENTS_PER_WAIT: usize = 256;
 /// Shards of the lot's map (a token picks its shard), so parks and unparks on different threads
 /// seldom wait for one another.
 const SLOT_SHARDS: usize = 64;
+/// A parked socket's readiness interest: readable or hung up, reported once until armed again.
+const ARMED: epoll::EventFlags =
+    epoll::EventFlags::IN.union(epoll::EventFlags::RDHUP).union(epoll::EventFlags::ONESHOT);
 /// How often the lot's thread looks whether its node is gone.
 const WAIT_TIMEOUT: Timespec = Timespec { tv_sec: 1, tv_nsec: 0 };
 
@@ -139,11 +142,11 @@ impl ParkingLot {
     /// Parks an idle, parkable running session (whose task then ends). Gives it back when its
     /// socket cannot leave the runtime now.
     pub(super) fn park(self: &Arc<Self>, running: Running) -> Option<Running> {
-        let Running { session, stream, finish, tasks } = running;
+        let Running { session, stream, finish, tasks, parked_before } = running;
         session.handle.reclaim_socket();
         let stream = match Arc::try_unwrap(stream) {
             Ok(stream) => stream,
-            Err(stream) => return Some(Running { session, stream, finish, tasks }),
+            Err(stream) => return Some(Running { session, stream, finish, tasks, parked_before }),
         };
         let session = session.rest();
         let socket = match stream.into_std() {
@@ -162,7 +165,7 @@ impl ParkingLot {
         // The map's shard stays locked until the socket is armed and lent, so an unpark (a wake
         // from the outbox, or readiness) for this token waits until the session is all here.
         let (armed, pending) = self.parked.insert_while(slot.clone(), || {
-            let armed = self.arm(&socket, token);
+            let armed = if parked_before { self.arm(&socket, token) } else { self.arm_first(&socket, token) };
             (armed, handle.park(socket, Waker::from(slot)))
         });
         self.gauge.increment(1.0);
@@ -180,12 +183,20 @@ impl ParkingLot {
     /// an earlier park, or adding it).
     fn arm(&self, socket: &std::net::TcpStream, token: u64) -> io::Result<()> {
         let data = epoll::EventData::new_u64(token);
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-        match epoll::modify(&self.epoll, socket, data, flags) {
-            Err(rustix::io::Errno::NOENT) => epoll::add(&self.epoll, socket, data, flags)?,
-            other => other?,
+        match epoll::modify(&self.epoll, socket, data, ARMED) {
+            Err(rustix::io::Errno::NOENT) => Ok(epoll::add(&self.epoll, socket, data, ARMED)?),
+            other => Ok(other?),
         }
-        Ok(())
+    }
+
+    /// Arms the socket of a session parking for the first time: it has no entry in the lot's
+    /// epoll set yet (one system call, where [`arm`](Self::arm) would take two).
+    fn arm_first(&self, socket: &std::net::TcpStream, token: u64) -> io::Result<()> {
+        let data = epoll::EventData::new_u64(token);
+        match epoll::add(&self.epoll, socket, data, ARMED) {
+            Err(rustix::io::Errno::EXIST) => Ok(epoll::modify(&self.epoll, socket, data, ARMED)?),
+            other => Ok(other?),
+        }
     }
 
     /// A parked session's socket turned readable: reads the heartbeat Pongs there, or unparks.
@@ -251,7 +262,8 @@ impl ParkingLot {
         match TcpStream::from_std(socket) {
             Ok(stream) => {
                 let tasks = tracker.task_tracker().clone();
-                let running = Running { session, stream: Arc::new(stream), finish, tasks: tasks.clone() };
+                let running =
+                    Running { session, stream: Arc::new(stream), finish, tasks: tasks.clone(), parked_before: true };
                 tasks.spawn_on(Live::new(running, cause == Cause::Readable), &self.runtime);
             }
             Err(e) => {
