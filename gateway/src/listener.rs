@@ -173,10 +173,17 @@ async fn set_up(
                 .await;
         }
         Upgrade::Echo => {
+            // The conformance route has no welcome to carry its 101.
             match tokio::time::timeout_at(setup.deadline, stream.write_all(&upgraded.response)).await {
                 Ok(Ok(())) => node.metrics.bytes_out.increment(upgraded.response.len() as u64),
-                Ok(Err(e)) => return tracing::debug!(error = %e, "handshake did not complete"),
-                Err(_) => return counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "handshake did not complete");
+                    return;
+                }
+                Err(_) => {
+                    counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
+                    return;
+                }
             }
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
