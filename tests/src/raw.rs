@@ -106,8 +106,7 @@ impl RawClient {
     }
 
     /// Reads the answer to an upgrade request this client has sent; panics unless it is `101`
-    /// with the accept key of the sample key.
-    /// Reads the `101` answer (panics on any other) and returns its length on the wire.
+    /// with the accept key of the sample key. Returns the answer's length on the wire.
     pub async fn expect_upgraded(&mut self) -> usize {
         let (status, head, body) = self.read_response().await;
         assert_eq!(status, 101, "upgrade refused: {head}{body}");
