@@ -18,6 +18,9 @@ use crate::store::{Ack, SessionEvent, Store, StoreError};
 /// Session events kept while the store is unreachable; beyond this the oldest are dropped
 /// (and counted): the session log is an audit trail, not delivery state.
 pub const MAX_PENDING_EVENTS: usize = 100_000;
+/// Events dropped at once when the cap is reached: the oldest tenth in one move, not one shift
+/// of the whole backlog per event recorded (each connect and close of an outage's storm).
+const EVENTS_DROPPED_AT_ONCE: usize = MAX_PENDING_EVENTS / 10;
 
 pub const EVENTS_DROPPED: &str = "pushgate_session_events_dropped_total";
 
@@ -44,8 +47,8 @@ impl Bookkeeping {
     pub fn session_event(&self, event: SessionEvent) {
         let mut events = self.events.lock();
         if events.len() >= MAX_PENDING_EVENTS {
-            events.remove(0);
-            counter!(EVENTS_DROPPED).increment(1);
+            events.drain(..EVENTS_DROPPED_AT_ONCE);
+            counter!(EVENTS_DROPPED).increment(EVENTS_DROPPED_AT_ONCE as u64);
         }
         events.push(event);
     }
@@ -127,5 +130,38 @@ pub async fn run_purge<S: Store>(store: S, every: Duration, idempotency_window: 
             Ok(purged) => tracing::debug!(?purged, "purged expired rows"),
             Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pushgate_protocol::cluster::{SessionEvent, SessionEventKind};
+
+    use super::*;
+
+    fn event(n: u64) -> SessionEvent {
+        SessionEvent {
+            at_ms: n,
+            kind: SessionEventKind::Open,
+            session: n.to_string(),
+            node: "n1".into(),
+            user: UserId::new("u").expect("valid"),
+            device: None,
+        }
+    }
+
+    /// An unreachable store: events pile up to the cap, then the oldest go, the newest stay.
+    #[test]
+    fn past_the_cap_the_oldest_events_are_dropped() {
+        let book = Bookkeeping::default();
+        let recorded = MAX_PENDING_EVENTS as u64 + 1;
+        for n in 0..recorded {
+            book.session_event(event(n));
+        }
+        let pending = book.take().sessions;
+        assert_eq!(pending.len(), MAX_PENDING_EVENTS + 1 - EVENTS_DROPPED_AT_ONCE);
+        assert_eq!(pending.first().map(|e| e.at_ms), Some(EVENTS_DROPPED_AT_ONCE as u64));
+        assert_eq!(pending.last().map(|e| e.at_ms), Some(recorded - 1));
+        assert!(pending.windows(2).all(|w| w[0].at_ms + 1 == w[1].at_ms), "in order, none missing after the first");
     }
 }
