@@ -25,13 +25,15 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 /// `Retry-After` of a 503: long enough for the load balancer to pick another node.
 pub const RETRY_AFTER_S: u32 = 5;
 
-/// What the client upgraded to.
+/// What the client upgraded to, with its `101 Switching Protocols` answer.
 #[derive(Debug)]
 pub enum Upgrade {
-    /// A pushgate session (`/ws`).
-    Client { claims: SessionClaims, last_seq: Option<u64> },
-    /// The conformance echo endpoint (`/echo`).
-    Echo,
+    /// A pushgate session (`/ws`). `response` is not yet written: the caller sends it in one
+    /// write with the session's first frame (`welcome`), one segment instead of two.
+    Client { claims: SessionClaims, last_seq: Option<u64>, response: Vec<u8> },
+    /// The conformance echo endpoint (`/echo`). It has no welcome to carry its `response`: the
+    /// handshake has written it.
+    Echo { response: Vec<u8> },
 }
 
 /// A completed upgrade.
@@ -40,9 +42,6 @@ pub struct Upgraded {
     pub upgrade: Upgrade,
     /// Bytes the client sent behind its request head (its first frames, if it did not wait).
     pub pipelined: Vec<u8>,
-    /// The `101 Switching Protocols` answer, not yet written: the caller sends it in one write
-    /// with the session's first frame (`welcome`), one segment instead of two.
-    pub response: Vec<u8>,
 }
 
 /// Why a connection did not become a session.
@@ -136,12 +135,16 @@ pub async fn handshake(
                     return Err(HandshakeError::Page);
                 }
             }
-            Ok(Some(request)) => decide(node, &request, full).map(|(upgrade, key)| (upgrade, key, request.head_len)),
+            Ok(Some(request)) => decide(node, &request, full).map(|upgrade| (upgrade, request.head_len)),
             Err(refusal) => Err(refusal),
         };
         return match decision {
-            Ok((upgrade, key, head_len)) => {
-                Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec(), response: accept_response(&key) })
+            Ok((upgrade, head_len)) => {
+                if let Upgrade::Echo { response } = &upgrade {
+                    stream.write_all(response).await?;
+                    node.metrics.bytes_out.increment(response.len() as u64);
+                }
+                Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec() })
             }
             Err(refusal) => {
                 counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error)
@@ -154,14 +157,14 @@ pub async fn handshake(
     }
 }
 
-/// The checks of SPEC §3, in its order. Returns the upgrade and the client's key.
-fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<(Upgrade, String), Refusal> {
+/// The checks of SPEC §3, in its order.
+fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<Upgrade, Refusal> {
     let echo = match request.path {
         "/ws" => false,
         "/echo" if node.config.echo_route => true,
         _ => return Err(Refusal::not_found()),
     };
-    let key = request.websocket_key()?.to_owned();
+    let key = request.websocket_key()?;
     let last_seq = request.last_seq()?;
     let token = request.token()?;
     if node.lifecycle.is_draining() {
@@ -174,7 +177,7 @@ fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<(Upgrade, St
         return Err(Refusal::forbidden_origin());
     }
     if echo {
-        return Ok((Upgrade::Echo, key));
+        return Ok(Upgrade::Echo { response: accept_response(key) });
     }
     let token = token.ok_or_else(|| Refusal::unauthorized("missing token"))?;
     let claims = node.auth.verify_session(&token).map_err(|e| {
@@ -183,7 +186,7 @@ fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<(Upgrade, St
             other => Cow::Owned(other.to_string()),
         })
     })?;
-    Ok((Upgrade::Client { claims, last_seq }, key))
+    Ok(Upgrade::Client { claims, last_seq, response: accept_response(key) })
 }
 
 /// Browsers send `Origin`; other clients usually do not and are not subject to the list. An

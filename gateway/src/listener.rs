@@ -12,7 +12,6 @@ use pushgate_dispatcher::{
 };
 use pushgate_protocol::{CloseCode, ServerFrame, SessionClaims, UserId, now_ms};
 use tokio::{
-    io::AsyncWriteExt,
     net::{TcpListener, TcpSocket, TcpStream},
     sync::OwnedSemaphorePermit,
     time::Instant,
@@ -164,27 +163,15 @@ async fn set_up(
     };
     node.metrics.handshake_seconds.record(setup.started.elapsed().as_secs_f64());
     match upgraded.upgrade {
-        Upgrade::Client { claims, last_seq } => {
-            let session = start_client(&node, claims, last_seq, upgraded.response).await;
+        Upgrade::Client { claims, last_seq, response } => {
+            let session = start_client(&node, claims, last_seq, response).await;
             drop(setup.slot);
             session
                 .live(stream, &upgraded.pipelined, Finish::new(finish_client, permit), tasks.clone())
                 .start(&tasks)
                 .await;
         }
-        Upgrade::Echo => {
-            // The conformance route has no welcome to carry its 101.
-            match tokio::time::timeout_at(setup.deadline, stream.write_all(&upgraded.response)).await {
-                Ok(Ok(())) => node.metrics.bytes_out.increment(upgraded.response.len() as u64),
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "handshake did not complete");
-                    return;
-                }
-                Err(_) => {
-                    counter!(HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
-                    return;
-                }
-            }
+        Upgrade::Echo { .. } => {
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, Role::Echo, None);
