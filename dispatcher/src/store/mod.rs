@@ -109,24 +109,6 @@ pub type CursorKey<'a> = (&'a str, Option<&'a str>);
 /// newest `seq` and the user's acked cursor) or a device cursor (its acked `seq`; no acked).
 pub(crate) type CursorRow = (String, Option<String>, i64, i64);
 
-/// The query that looks up the cursors of `keys` (up to [`LOOKUP_CHUNK`] of them), both
-/// dialects: the device cursors of the keys' users and devices (a superset, sorted out by
-/// [`Cursors::for_keys`]), then the users' heads, as [`CursorRow`]s.
-pub(crate) fn cursor_lookup<'args, DB: sqlx::Database>(keys: &[CursorKey<'args>]) -> sqlx::QueryBuilder<'args, DB>
-where
-    &'args str: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-{
-    let mut q =
-        sqlx::QueryBuilder::new("SELECT user_id, device_id, acked_seq, 0 FROM device_cursors WHERE user_id IN (");
-    bind_list(&mut q, keys.iter().map(|(user, _)| *user));
-    q.push(") AND device_id IN (");
-    bind_list(&mut q, keys.iter().map(|(_, device)| device.unwrap_or("")));
-    q.push(") UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (");
-    bind_list(&mut q, keys.iter().map(|(user, _)| *user));
-    q.push(")");
-    q
-}
-
 impl Cursors {
     /// Each key's cursors, in the keys' order, from the rows of a lookup.
     pub(crate) fn for_keys(keys: &[CursorKey<'_>], rows: Vec<CursorRow>) -> Vec<Self> {
@@ -152,19 +134,6 @@ impl Cursors {
     /// the user's.
     pub fn resume_from(&self, last_seq: Option<u64>) -> u64 {
         last_seq.or(self.device).unwrap_or(self.user_acked)
-    }
-}
-
-/// Pushes `values` as a comma-separated list of binds.
-fn bind_list<'args, DB: sqlx::Database>(
-    q: &mut sqlx::QueryBuilder<'args, DB>,
-    values: impl IntoIterator<Item = &'args str>,
-) where
-    &'args str: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-{
-    let mut list = q.separated(", ");
-    for value in values {
-        list.push_bind(value);
     }
 }
 

@@ -13,14 +13,22 @@ use uuid::Uuid;
 
 use super::{
     Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
-    Purged, Seen, SessionEvent, Store, StoreError, cursor_lookup, entry, keyed_ids, merge_acks, plan, receivers,
-    seqs_by_key, to_i64,
+    Purged, Seen, SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
 };
 use crate::Message;
 
 /// Page cache bounds, in KiB (negative: SQLite's unit for KiB).
 const WRITER_CACHE: &str = "-512";
 const READER_CACHE: &str = "-256";
+
+/// The cursor lookup of a batch of sessions — the device cursors of its users and devices (a
+/// superset, sorted out by [`Cursors::for_keys`]), then the users' heads, as
+/// [`CursorRow`](super::CursorRow)s — with the keys bound as two JSON arrays (`?1` users, `?2`
+/// devices): one statement text for any batch, prepared once per connection and cached. A
+/// text that grew with the batch was parsed and planned anew for every batch of connects.
+const CURSOR_LOOKUP: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device_cursors \
+     WHERE user_id IN (SELECT value FROM json_each(?1)) AND device_id IN (SELECT value FROM json_each(?2)) \
+     UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (SELECT value FROM json_each(?1))";
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -198,7 +206,9 @@ impl Store for SqliteStore {
     async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let rows = cursor_lookup::<Sqlite>(chunk).build().persistent(false).fetch_all(&self.readers).await?;
+            let users = json_array(chunk.iter().map(|(user, _)| *user));
+            let devices = json_array(chunk.iter().map(|(_, device)| device.unwrap_or("")));
+            let rows = sqlx::query(CURSOR_LOOKUP).bind(users).bind(devices).fetch_all(&self.readers).await?;
             let rows = rows
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
@@ -303,4 +313,9 @@ impl Store for SqliteStore {
         }
         Ok(purged)
     }
+}
+
+/// `values` as a JSON array of strings, for [`CURSOR_LOOKUP`]'s binds.
+fn json_array<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    serde_json::to_string(&values.collect::<Vec<_>>()).expect("a list of strings always serializes")
 }
