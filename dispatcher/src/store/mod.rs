@@ -109,6 +109,18 @@ pub type CursorKey<'a> = (&'a str, Option<&'a str>);
 /// newest `seq` and the user's acked cursor) or a device cursor (its acked `seq`; no acked).
 pub(crate) type CursorRow = (String, Option<String>, i64, i64);
 
+/// The binds of a cursor lookup: the keys' users and their devices (`""` for none), each list a
+/// JSON array of strings, so that one statement text serves any batch. The lookup returns the
+/// device cursors of those users and devices (a superset, sorted out by [`Cursors::for_keys`]),
+/// then the users' heads, as [`CursorRow`]s.
+pub(crate) fn cursor_key_lists(keys: &[CursorKey<'_>]) -> (String, String) {
+    let json = |values: Vec<&str>| serde_json::to_string(&values).expect("a list of strings always serializes");
+    (
+        json(keys.iter().map(|(user, _)| *user).collect()),
+        json(keys.iter().map(|(_, device)| device.unwrap_or("")).collect()),
+    )
+}
+
 impl Cursors {
     /// Each key's cursors, in the keys' order, from the rows of a lookup.
     pub(crate) fn for_keys(keys: &[CursorKey<'_>], rows: Vec<CursorRow>) -> Vec<Self> {

@@ -13,9 +13,19 @@ use uuid::Uuid;
 
 use super::{
     Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
-    Purged, Seen, SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
+    Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids, merge_acks, plan, receivers,
+    seqs_by_key, to_i64,
 };
 use crate::Message;
+
+/// The cursor lookup of a batch of sessions (see [`cursor_key_lists`]; the users' list is
+/// bound twice): one statement text for any batch, prepared once per connection and cached, not
+/// prepared and closed on the server for every batch.
+const CURSOR_LOOKUP: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device_cursors \
+     WHERE user_id IN (SELECT v FROM JSON_TABLE(?, '$[*]' COLUMNS (v VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$')) AS users) \
+     AND device_id IN (SELECT v FROM JSON_TABLE(?, '$[*]' COLUMNS (v VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$')) AS devices) \
+     UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads \
+     WHERE user_id IN (SELECT v FROM JSON_TABLE(?, '$[*]' COLUMNS (v VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$')) AS users)";
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
@@ -192,7 +202,8 @@ impl Store for MysqlStore {
     async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let rows = cursor_lookup(chunk).build().persistent(false).fetch_all(&self.pool).await?;
+            let (users, devices) = cursor_key_lists(chunk);
+            let rows = sqlx::query(CURSOR_LOOKUP).bind(&users).bind(devices).bind(&users).fetch_all(&self.pool).await?;
             let rows = rows
                 .iter()
                 .map(|r| Ok((text(r, 0)?, optional_text(r, 1)?, r.try_get(2)?, r.try_get(3)?)))
@@ -296,26 +307,4 @@ fn optional_text(row: &sqlx::mysql::MySqlRow, index: usize) -> Result<Option<Str
     bytes
         .map(|b| String::from_utf8(b).map_err(|e| StoreError::Corrupt(format!("column {index} is not UTF-8: {e}"))))
         .transpose()
-}
-
-/// The query that looks up the cursors of `keys` (up to [`LOOKUP_CHUNK`] of them): the device
-/// cursors of the keys' users and devices (a superset, sorted out by [`Cursors::for_keys`]), then
-/// the users' heads, as [`CursorRow`](super::CursorRow)s.
-fn cursor_lookup<'args>(keys: &[CursorKey<'args>]) -> QueryBuilder<'args, MySql> {
-    let mut q = QueryBuilder::new("SELECT user_id, device_id, acked_seq, 0 FROM device_cursors WHERE user_id IN (");
-    bind_list(&mut q, keys.iter().map(|(user, _)| *user));
-    q.push(") AND device_id IN (");
-    bind_list(&mut q, keys.iter().map(|(_, device)| device.unwrap_or("")));
-    q.push(") UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (");
-    bind_list(&mut q, keys.iter().map(|(user, _)| *user));
-    q.push(")");
-    q
-}
-
-/// Pushes `values` as a comma-separated list of binds.
-fn bind_list<'args>(q: &mut QueryBuilder<'args, MySql>, values: impl IntoIterator<Item = &'args str>) {
-    let mut list = q.separated(", ");
-    for value in values {
-        list.push_bind(value);
-    }
 }

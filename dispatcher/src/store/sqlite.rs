@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{
     Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
-    Purged, Seen, SessionEvent, Store, StoreError, entry, keyed_ids, merge_acks, plan, receivers, seqs_by_key, to_i64,
+    Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids, merge_acks, plan, receivers,
+    seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -21,11 +22,9 @@ use crate::Message;
 const WRITER_CACHE: &str = "-512";
 const READER_CACHE: &str = "-256";
 
-/// The cursor lookup of a batch of sessions — the device cursors of its users and devices (a
-/// superset, sorted out by [`Cursors::for_keys`]), then the users' heads, as
-/// [`CursorRow`](super::CursorRow)s — with the keys bound as two JSON arrays (`?1` users, `?2`
-/// devices): one statement text for any batch, prepared once per connection and cached. A
-/// text that grew with the batch was parsed and planned anew for every batch of connects.
+/// The cursor lookup of a batch of sessions (see [`cursor_key_lists`]; `?1` users, `?2`
+/// devices): one statement text for any batch, prepared once per connection and cached. A text
+/// that grew with the batch was parsed and planned anew for every batch of connects.
 const CURSOR_LOOKUP: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device_cursors \
      WHERE user_id IN (SELECT value FROM json_each(?1)) AND device_id IN (SELECT value FROM json_each(?2)) \
      UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (SELECT value FROM json_each(?1))";
@@ -206,8 +205,7 @@ impl Store for SqliteStore {
     async fn cursors(&self, keys: &[CursorKey<'_>]) -> Result<Vec<Cursors>, StoreError> {
         let mut found = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let users = json_array(chunk.iter().map(|(user, _)| *user));
-            let devices = json_array(chunk.iter().map(|(_, device)| device.unwrap_or("")));
+            let (users, devices) = cursor_key_lists(chunk);
             let rows = sqlx::query(CURSOR_LOOKUP).bind(users).bind(devices).fetch_all(&self.readers).await?;
             let rows = rows
                 .iter()
@@ -313,9 +311,4 @@ impl Store for SqliteStore {
         }
         Ok(purged)
     }
-}
-
-/// `values` as a JSON array of strings, for [`CURSOR_LOOKUP`]'s binds.
-fn json_array<'a>(values: impl Iterator<Item = &'a str>) -> String {
-    serde_json::to_string(&values.collect::<Vec<_>>()).expect("a list of strings always serializes")
 }
