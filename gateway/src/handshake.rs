@@ -1,5 +1,5 @@
-//! The upgrade of a client connection (SPEC §3): wait, holding no buffer, until the request has
-//! arrived; read the request head under a size limit (the caller bounds the time); refuse it with
+//! The upgrade of a client connection (SPEC §3): wait, holding no buffer, until the request
+//! arrives, and read it under a size limit (the caller bounds the time); refuse it with
 //! the right status and JSON body in the SPEC's order — 404 path, 400 not an upgrade or bad
 //! query, 503 full or draining, 403 origin, 401 token — or accept it with `101 Switching
 //! Protocols`, which the caller writes together with the session's first frame.
@@ -58,102 +58,103 @@ pub enum HandshakeError {
 }
 
 thread_local! {
-    /// Where [`request_arrived`] looks at a waiting request: one per thread, not per connection.
-    static PEEKED: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; MAX_REQUEST_BYTES].into_boxed_slice());
+    /// Where [`read_request`] reads: one buffer per thread, not per connection.
+    static LANDING: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; MAX_REQUEST_BYTES].into_boxed_slice());
 }
 
-/// Waits until the client's request is all there — its head, and its body when that fits in
-/// [`MAX_REQUEST_BYTES`] — or [`MAX_REQUEST_BYTES`] have arrived, without reading it (the
-/// bytes are peeked into a per-thread buffer each time more arrive). True once it has, false
-/// when the client closed first. A request that cannot be parsed counts as arrived: reading it
-/// refuses it.
-pub async fn request_arrived(stream: &TcpStream) -> std::io::Result<bool> {
+/// Waits — holding no buffer — until the client's bytes arrive, and reads its request: its
+/// head, and its body when that fits in [`MAX_REQUEST_BYTES`], or the first
+/// [`MAX_REQUEST_BYTES`] of it. Reads land in a per-thread buffer and are kept at their size: a
+/// request that arrives whole (the usual case) is one read and one allocation of its length; one
+/// that arrives in pieces is kept as far as it came. `None` when the client closed first. A
+/// request that cannot be parsed counts as whole: answering it refuses it.
+pub async fn read_request(stream: &TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut request = Vec::new();
     loop {
-        let ready = stream.ready(Interest::READABLE).await?;
-        match stream.try_io(Interest::READABLE, || peek_request(stream)) {
-            Ok(arrived) => return Ok(arrived),
-            // The client closed its side with its request incomplete: it never will be (and
-            // the socket stays readable, so waiting again would spin).
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && ready.is_read_closed() => return Ok(false),
+        stream.ready(Interest::READABLE).await?;
+        let mut whole = false;
+        let read = stream.try_io(Interest::READABLE, || read_more(stream, &mut request, &mut whole));
+        match read {
+            _ if whole => return Ok(Some(request)),
+            Ok(()) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Peeks at what has arrived. An incomplete request answers `WouldBlock`, which clears the
-/// socket's readiness so that [`request_arrived`] sleeps until more bytes come.
-fn peek_request(stream: &TcpStream) -> std::io::Result<bool> {
-    PEEKED.with_borrow_mut(|peeked| {
-        let (n, _) = rustix::net::recv(stream, &mut peeked[..], rustix::net::RecvFlags::PEEK)?;
+/// Reads what has arrived behind `request`; `whole` is set once the request is (see
+/// [`read_request`]). `Ok` at EOF, or when the read filled all the room left under the limit.
+/// A read that came short of the room drained the socket: it answers `WouldBlock`, which clears
+/// tokio's readiness of the socket — so that [`read_request`] sleeps until more bytes come, and
+/// the session's first turn does not read a socket known to be empty (one system call per
+/// connect). The readiness is cleared only if no new bytes arrived since it was read.
+fn read_more(stream: &TcpStream, request: &mut Vec<u8>, whole: &mut bool) -> std::io::Result<()> {
+    LANDING.with_borrow_mut(|landing| {
+        let room = MAX_REQUEST_BYTES - request.len();
+        let (n, _) = rustix::net::recv(stream, &mut landing[..room], rustix::net::RecvFlags::empty())?;
         if n == 0 {
-            return Ok(false);
+            return Ok(());
         }
-        let complete = match parse_request(&peeked[..n]) {
-            Ok(None) => n == peeked.len(),
-            Ok(Some(request)) => {
-                let whole = request.head_len.saturating_add(request.content_length.unwrap_or(0));
-                whole <= n || whole > peeked.len()
+        request.extend_from_slice(&landing[..n]);
+        *whole = match parse_request(request) {
+            Ok(None) => request.len() == MAX_REQUEST_BYTES,
+            Ok(Some(head)) => {
+                let length = head.head_len.saturating_add(head.content_length.unwrap_or(0));
+                length <= request.len() || length > MAX_REQUEST_BYTES
             }
             Err(_) => true,
         };
-        if complete { Ok(true) } else { Err(std::io::ErrorKind::WouldBlock.into()) }
+        if n == room { Ok(()) } else { Err(std::io::ErrorKind::WouldBlock.into()) }
     })
 }
 
-/// Reads the request and answers it. `full` says admission is over its limit.
+/// Answers the request [`read_request`] read. `full` says admission is over its limit.
 pub async fn handshake(
     node: &Arc<Node>,
     stream: &mut TcpStream,
+    mut buf: Vec<u8>,
     peer: SocketAddr,
     full: bool,
 ) -> Result<Upgraded, HandshakeError> {
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Err(HandshakeError::Closed);
-        }
-        let decision = match parse_request(&buf) {
-            Ok(None) if buf.len() >= MAX_REQUEST_BYTES => Err(Refusal::bad_request("request head too large")),
-            Ok(None) => continue,
-            Ok(Some(request)) if pages::is_page(node, &request) => {
-                let (method, path, query) =
-                    (request.method.to_owned(), request.path.to_owned(), request.query.to_owned());
-                let (head_len, length) = (request.head_len, request.content_length.unwrap_or(0));
-                if length > node.config.max_data_bytes + 64 * 1024 {
-                    Err(Refusal::new(413, "too_large", "request body too large"))
-                } else {
-                    while buf.len() < head_len + length {
-                        if stream.read_buf(&mut buf).await? == 0 {
-                            return Err(HandshakeError::Closed);
-                        }
+    let decision = match parse_request(&buf) {
+        // A head that is not whole in what was read is longer than the limit.
+        Ok(None) => Err(Refusal::bad_request("request head too large")),
+        Ok(Some(request)) if pages::is_page(node, &request) => {
+            let (method, path, query) = (request.method.to_owned(), request.path.to_owned(), request.query.to_owned());
+            let (head_len, length) = (request.head_len, request.content_length.unwrap_or(0));
+            if length > node.config.max_data_bytes + 64 * 1024 {
+                Err(Refusal::new(413, "too_large", "request body too large"))
+            } else {
+                while buf.len() < head_len + length {
+                    if stream.read_buf(&mut buf).await? == 0 {
+                        return Err(HandshakeError::Closed);
                     }
-                    let body = &buf[head_len..head_len + length];
-                    let response = pages::respond(node, &method, &path, &query, body, peer).await;
-                    stream.write_all(&response).await?;
-                    let _ = stream.shutdown().await;
-                    return Err(HandshakeError::Page);
                 }
-            }
-            Ok(Some(request)) => decide(node, &request, full).map(|upgrade| (upgrade, request.head_len)),
-            Err(refusal) => Err(refusal),
-        };
-        return match decision {
-            Ok((upgrade, head_len)) => {
-                if let Upgrade::Echo { response } = &upgrade {
-                    stream.write_all(response).await?;
-                    node.metrics.bytes_out.increment(response.len() as u64);
-                }
-                Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec() })
-            }
-            Err(refusal) => {
-                counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error)
-                    .increment(1);
-                stream.write_all(&refusal.to_response()).await?;
+                let body = &buf[head_len..head_len + length];
+                let response = pages::respond(node, &method, &path, &query, body, peer).await;
+                stream.write_all(&response).await?;
                 let _ = stream.shutdown().await;
-                Err(HandshakeError::Refused { status: refusal.status, error: refusal.error })
+                return Err(HandshakeError::Page);
             }
-        };
+        }
+        Ok(Some(request)) => decide(node, &request, full).map(|upgrade| (upgrade, request.head_len)),
+        Err(refusal) => Err(refusal),
+    };
+    match decision {
+        Ok((upgrade, head_len)) => {
+            if let Upgrade::Echo { response } = &upgrade {
+                stream.write_all(response).await?;
+                node.metrics.bytes_out.increment(response.len() as u64);
+            }
+            Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec() })
+        }
+        Err(refusal) => {
+            counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error).increment(1);
+            stream.write_all(&refusal.to_response()).await?;
+            let _ = stream.shutdown().await;
+            Err(HandshakeError::Refused { status: refusal.status, error: refusal.error })
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     durable::ResumePoint,
-    handshake::{Upgrade, handshake, request_arrived},
+    handshake::{Upgrade, handshake, read_request},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
     node::{Entry, Node},
     session::{ClientState, CloseRequest, Ended, Finish, Role, Session, SessionHandle},
@@ -98,8 +98,8 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
     }
 }
 
-/// One connection: waits — holding its socket and no buffer — until its whole request has
-/// arrived and a set-up slot is free, then sets it up. The set-up's state is allocated only then,
+/// One connection: waits — holding its socket and no buffer until bytes come, then only the
+/// request — until its whole request has arrived and a set-up slot is free, then sets it up. The set-up's state is allocated only then,
 /// so the thousands of connections a reconnect storm leaves waiting are small tasks; a client
 /// that sends its request slowly holds no slot. A connection over the limit is only refused
 /// (503), which is quick, and such connections are few (the overflow band): it takes no slot.
@@ -108,17 +108,16 @@ async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, entry: Entr
     let deadline = started + node.config.handshake_timeout;
     let admitted = matches!(entry, Entry::Admitted(_));
     let waited = tokio::time::timeout_at(deadline, async {
-        if !request_arrived(&stream).await? {
-            return Ok(None);
-        }
-        Ok::<_, std::io::Error>(Some(if admitted { Some(node.setup_slot().await) } else { None }))
+        let Some(request) = read_request(&stream).await? else { return Ok(None) };
+        let slot = if admitted { Some(node.setup_slot().await) } else { None };
+        Ok::<_, std::io::Error>(Some((request, slot)))
     })
     .await;
     match waited {
         // Boxed, so that this task is only as large as its waiting while it waits; the same
         // task goes on (another task would mean another wake-up per connection).
-        Ok(Ok(Some(slot))) => {
-            Box::pin(set_up(node, stream, peer, entry, SetUp { slot, started, deadline }, tasks)).await
+        Ok(Ok(Some((request, slot)))) => {
+            Box::pin(set_up(node, stream, request, peer, entry, SetUp { slot, started, deadline }, tasks)).await
         }
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "connection failed before its request arrived"),
@@ -141,6 +140,7 @@ struct SetUp {
 async fn set_up(
     node: Arc<Node>,
     mut stream: TcpStream,
+    request: Vec<u8>,
     peer: SocketAddr,
     entry: Entry,
     setup: SetUp,
@@ -151,7 +151,7 @@ async fn set_up(
         Entry::Full(permit) => (permit, true),
         Entry::Shed => return,
     };
-    let upgraded = tokio::time::timeout_at(setup.deadline, handshake(&node, &mut stream, peer, full)).await;
+    let upgraded = tokio::time::timeout_at(setup.deadline, handshake(&node, &mut stream, request, peer, full)).await;
     let upgraded = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
