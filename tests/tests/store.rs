@@ -67,6 +67,7 @@ both_stores!(
     one_envelope_reaches_a_thousand_inboxes,
     cursors_move_forward_per_device_and_user,
     cursors_of_many_sessions_come_back_in_their_order,
+    cursors_of_ids_at_the_contracts_edges_are_found,
     expired_messages_are_never_read_and_are_purged,
     concurrent_writers_never_reuse_or_skip_a_seq,
     the_session_log_records_opens_and_closes,
@@ -193,6 +194,27 @@ async fn cursors_of_many_sessions_come_back_in_their_order(kind: &str) {
         assert_eq!((got.last_seq, got.user_acked, got.device), (last, acked, phone), "{user} {device:?}");
     }
     assert!(f.store.cursors(&[]).await.unwrap().is_empty());
+}
+
+/// The lookup passes its keys through JSON (`json_each`, `JSON_TABLE` with a 128-character
+/// column): the longest id the contract allows and every punctuation mark it allows come back
+/// whole, and ids that differ only in case stay apart.
+async fn cursors_of_ids_at_the_contracts_edges_are_found(kind: &str) {
+    let f = fixture(kind).await;
+    let longest = "u".repeat(127) + "Z";
+    let marks = "a_b.c:d@e/f-g";
+    let device = "D".repeat(128);
+    let users = [longest.as_str(), marks, "Case", "case"];
+    for (i, user) in users.iter().enumerate() {
+        let batch: Vec<Message> = (0..=i as u64).map(|n| to_user(user, n)).collect();
+        f.store.append(&batch, now_ms(), DAY).await.unwrap();
+        let ack = Ack { user: UserId::new(user).unwrap(), device: Some(DeviceId::new(&device).unwrap()), seq: 1 };
+        f.store.save_acks(&[ack], now_ms()).await.unwrap();
+    }
+    let keys: Vec<(&str, Option<&str>)> = users.iter().map(|u| (*u, Some(device.as_str()))).collect();
+    let found = f.store.cursors(&keys).await.unwrap();
+    let seen: Vec<(u64, Option<u64>)> = found.iter().map(|c| (c.last_seq, c.device)).collect();
+    assert_eq!(seen, vec![(1, Some(1)), (2, Some(1)), (3, Some(1)), (4, Some(1))]);
 }
 
 async fn expired_messages_are_never_read_and_are_purged(kind: &str) {
