@@ -1,8 +1,8 @@
-//! The upgrade of a client connection (SPEC §3): wait, holding no buffer, until the request
-//! arrives, and read it under a size limit (the caller bounds the time); refuse it with
-//! the right status and JSON body in the SPEC's order — 404 path, 400 not an upgrade or bad
-//! query, 503 full or draining, 403 origin, 401 token — or accept it with `101 Switching
-//! Protocols`, which the caller writes together with the session's first frame.
+//! The upgrade of a client connection (SPEC §3): read the request — waiting, holding no buffer,
+//! when it has not arrived by the accept — under a size limit (the caller bounds the time);
+//! refuse it with the right status and JSON body in the SPEC's order — 404 path, 400 not an
+//! upgrade or bad query, 503 full or draining, 403 origin, 401 token — or accept it with `101
+//! Switching Protocols`, which the caller writes together with the session's first frame.
 
 use std::borrow::Cow;
 
@@ -16,9 +16,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, os::fd::AsFd, sync::Arc};
 
-use crate::{auth::TokenError, metrics::HANDSHAKE_REFUSALS, node::Node, pages};
+use crate::{auth::TokenError, conn::Conn, metrics::HANDSHAKE_REFUSALS, node::Node, pages};
 
 /// Largest request head accepted; a long token in the query still fits several times over.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -40,6 +40,8 @@ pub enum Upgrade {
 #[derive(Debug)]
 pub struct Upgraded {
     pub upgrade: Upgrade,
+    /// The connection, bare or registered (see [`Conn`]).
+    pub conn: Conn,
     /// Bytes the client sent behind its request head (its first frames, if it did not wait).
     pub pipelined: Vec<u8>,
 }
@@ -62,20 +64,29 @@ thread_local! {
     static LANDING: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; MAX_REQUEST_BYTES].into_boxed_slice());
 }
 
-/// Waits — holding no buffer — until the client's bytes arrive, and reads its request: its
-/// head, and its body when that fits in [`MAX_REQUEST_BYTES`], or the first
-/// [`MAX_REQUEST_BYTES`] of it. Reads land in a per-thread buffer and are kept at their size: a
-/// request that arrives whole (the usual case) is one read and one allocation of its length; one
-/// that arrives in pieces is kept as far as it came. `None` when the client closed first. A
-/// request that cannot be parsed counts as whole: answering it refuses it.
-pub async fn read_request(stream: &TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads the client's request — its head, and its body when that fits in
+/// [`MAX_REQUEST_BYTES`], or the first [`MAX_REQUEST_BYTES`] of it — from a socket just
+/// accepted. Reads land in a per-thread buffer and are kept at their size. A request that has
+/// arrived whole by the accept (the usual case) is one read and one allocation of its length,
+/// and the socket stays bare (see [`Conn`]); otherwise the socket is registered with the
+/// runtime and waited on — holding no buffer until bytes come, then only what came. `None` when
+/// the client closed first. A request that cannot be parsed counts as whole: answering it
+/// refuses it.
+pub async fn read_request(socket: std::net::TcpStream) -> std::io::Result<Option<(Conn, Vec<u8>)>> {
     let mut request = Vec::new();
+    let mut whole = false;
+    match read_more(&socket, &mut request, &mut whole) {
+        _ if whole => return Ok(Some((Conn::Bare(socket), request))),
+        Ok(()) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket)?;
     loop {
         stream.ready(Interest::READABLE).await?;
-        let mut whole = false;
-        let read = stream.try_io(Interest::READABLE, || read_more(stream, &mut request, &mut whole));
+        let read = stream.try_io(Interest::READABLE, || read_more(&stream, &mut request, &mut whole));
         match read {
-            _ if whole => return Ok(Some(request)),
+            _ if whole => return Ok(Some((Conn::Registered(stream), request))),
             Ok(()) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
@@ -85,14 +96,15 @@ pub async fn read_request(stream: &TcpStream) -> std::io::Result<Option<Vec<u8>>
 
 /// Reads what has arrived behind `request`; `whole` is set once the request is (see
 /// [`read_request`]). `Ok` at EOF, or when the read filled all the room left under the limit.
-/// A read that came short of the room drained the socket: it answers `WouldBlock`, which clears
-/// tokio's readiness of the socket — so that [`read_request`] sleeps until more bytes come, and
-/// the session's first turn does not read a socket known to be empty (one system call per
-/// connect). The readiness is cleared only if no new bytes arrived since it was read.
-fn read_more(stream: &TcpStream, request: &mut Vec<u8>, whole: &mut bool) -> std::io::Result<()> {
+/// A read that came short of the room drained the socket: it answers `WouldBlock`, which (inside
+/// `try_io`) clears tokio's readiness of a registered socket — so that [`read_request`] sleeps
+/// until more bytes come, and the session's first turn does not read a socket known to be
+/// empty (one system call per connect). The readiness is cleared only if no new bytes arrived
+/// since it was read.
+fn read_more(socket: impl AsFd, request: &mut Vec<u8>, whole: &mut bool) -> std::io::Result<()> {
     LANDING.with_borrow_mut(|landing| {
         let room = MAX_REQUEST_BYTES - request.len();
-        let (n, _) = rustix::net::recv(stream, &mut landing[..room], rustix::net::RecvFlags::empty())?;
+        let (n, _) = rustix::net::recv(socket, &mut landing[..room], rustix::net::RecvFlags::empty())?;
         if n == 0 {
             return Ok(());
         }
@@ -109,10 +121,12 @@ fn read_more(stream: &TcpStream, request: &mut Vec<u8>, whole: &mut bool) -> std
     })
 }
 
-/// Answers the request [`read_request`] read. `full` says admission is over its limit.
+/// Answers the request [`read_request`] read on `conn`. `full` says admission is over its
+/// limit. Only an upgrade to a client session leaves its socket as it came (bare, usually): the
+/// caller writes its `101`; the other answers are written here, on the registered socket.
 pub async fn handshake(
     node: &Arc<Node>,
-    stream: &mut TcpStream,
+    conn: Conn,
     mut buf: Vec<u8>,
     peer: SocketAddr,
     full: bool,
@@ -126,6 +140,7 @@ pub async fn handshake(
             if length > node.config.max_data_bytes + 64 * 1024 {
                 Err(Refusal::new(413, "too_large", "request body too large"))
             } else {
+                let mut stream = conn.into_registered()?;
                 while buf.len() < head_len + length {
                     if stream.read_buf(&mut buf).await? == 0 {
                         return Err(HandshakeError::Closed);
@@ -143,14 +158,20 @@ pub async fn handshake(
     };
     match decision {
         Ok((upgrade, head_len)) => {
-            if let Upgrade::Echo { response } = &upgrade {
-                stream.write_all(response).await?;
-                node.metrics.bytes_out.increment(response.len() as u64);
-            }
-            Ok(Upgraded { upgrade, pipelined: buf[head_len..].to_vec() })
+            let conn = match &upgrade {
+                Upgrade::Echo { response } => {
+                    let mut stream = conn.into_registered()?;
+                    stream.write_all(response).await?;
+                    node.metrics.bytes_out.increment(response.len() as u64);
+                    Conn::Registered(stream)
+                }
+                Upgrade::Client { .. } => conn,
+            };
+            Ok(Upgraded { upgrade, conn, pipelined: buf[head_len..].to_vec() })
         }
         Err(refusal) => {
             counter!(HANDSHAKE_REFUSALS, "status" => refusal.status.to_string(), "error" => refusal.error).increment(1);
+            let mut stream = conn.into_registered()?;
             stream.write_all(&refusal.to_response()).await?;
             let _ = stream.shutdown().await;
             Err(HandshakeError::Refused { status: refusal.status, error: refusal.error })

@@ -5,7 +5,8 @@
 //! Layout:
 //! - [`config`]: the typed configuration and its layers (defaults, TOML, environment, flags);
 //! - [`node`]: what the node's tasks share (registry, tokens, metrics, admission, lifecycle);
-//! - [`listener`]: accept loop, admission, file limit; [`handshake`]: the HTTP upgrade;
+//! - [`listener`]: accept loop, admission, file limit; [`conn`]: a connection's socket, bare
+//!   until it must be waited on; [`handshake`]: the HTTP upgrade;
 //! - [`session`]: the per-connection task and its shared handle (outbox, close requests);
 //! - [`registry`]: sessions by id, user and channel; [`delivery`]: fan-out to sessions;
 //! - [`heartbeat`]: the wheel that pings and times out sessions; [`drain`]: graceful exit;
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod delivery;
 pub mod drain;
 pub mod durable;

@@ -12,13 +12,14 @@ use pushgate_dispatcher::{
 };
 use pushgate_protocol::{CloseCode, ServerFrame, SessionClaims, UserId, now_ms};
 use tokio::{
-    net::{TcpListener, TcpSocket, TcpStream},
+    net::{TcpListener, TcpSocket},
     sync::OwnedSemaphorePermit,
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    conn::{Acceptor, Conn},
     durable::ResumePoint,
     handshake::{Upgrade, handshake, read_request},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
@@ -65,10 +66,17 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
 
 /// Accepts until `stop` is cancelled.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: CancellationToken, tasks: TaskTracker) {
+    let acceptor = match Acceptor::new(listener) {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            tracing::error!(error = %e, "the client listener cannot be watched; accepting nothing");
+            return;
+        }
+    };
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept() => accepted,
             () = stop.cancelled() => return,
         };
         match accepted {
@@ -98,27 +106,28 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
     }
 }
 
-/// One connection: waits — holding its socket and no buffer until bytes come, then only the
-/// request — until its whole request has arrived and a set-up slot is free, then sets it up. The
+/// One connection, its socket bare (see [`Conn`]): waits — holding its socket and no buffer
+/// until bytes come, then only the request — until its whole request has arrived and a set-up
+/// slot is free, then sets it up. The
 /// set-up's state is allocated only then, so the thousands of connections a reconnect storm
 /// leaves waiting are small tasks; a client that sends its request slowly holds no slot. A
 /// connection over the limit is only refused (503), which is quick, and such connections are
 /// few (the overflow band): it takes no slot.
-async fn serve(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, entry: Entry, tasks: TaskTracker) {
+async fn serve(node: Arc<Node>, socket: std::net::TcpStream, peer: SocketAddr, entry: Entry, tasks: TaskTracker) {
     let started = Instant::now();
     let deadline = started + node.config.handshake_timeout;
     let admitted = matches!(entry, Entry::Admitted(_));
     let waited = tokio::time::timeout_at(deadline, async {
-        let Some(request) = read_request(&stream).await? else { return Ok(None) };
+        let Some((conn, request)) = read_request(socket).await? else { return Ok(None) };
         let slot = if admitted { Some(node.setup_slot().await) } else { None };
-        Ok::<_, std::io::Error>(Some((request, slot)))
+        Ok::<_, std::io::Error>(Some((conn, request, slot)))
     })
     .await;
     match waited {
         // Boxed, so that this task is only as large as its waiting while it waits; the same
         // task goes on (another task would mean another wake-up per connection).
-        Ok(Ok(Some((request, slot)))) => {
-            Box::pin(set_up(node, stream, request, peer, entry, SetUp { slot, started, deadline }, tasks)).await
+        Ok(Ok(Some((conn, request, slot)))) => {
+            Box::pin(set_up(node, conn, request, peer, entry, SetUp { slot, started, deadline }, tasks)).await
         }
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "connection failed before its request arrived"),
@@ -140,7 +149,7 @@ struct SetUp {
 /// then runs as a task of its own (on `tasks`), and the slot is given back.
 async fn set_up(
     node: Arc<Node>,
-    mut stream: TcpStream,
+    conn: Conn,
     request: Vec<u8>,
     peer: SocketAddr,
     entry: Entry,
@@ -152,7 +161,7 @@ async fn set_up(
         Entry::Full(permit) => (permit, true),
         Entry::Shed => return,
     };
-    let upgraded = tokio::time::timeout_at(setup.deadline, handshake(&node, &mut stream, request, peer, full)).await;
+    let upgraded = tokio::time::timeout_at(setup.deadline, handshake(&node, conn, request, peer, full)).await;
     let upgraded = match upgraded {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
@@ -169,20 +178,14 @@ async fn set_up(
         Upgrade::Client { claims, last_seq, response } => {
             let session = start_client(&node, claims, last_seq, response).await;
             drop(setup.slot);
-            session
-                .live(stream, &upgraded.pipelined, Finish::new(finish_client, permit), tasks.clone())
-                .start(&tasks)
-                .await;
+            session.start(upgraded.conn, &upgraded.pipelined, Finish::new(finish_client, permit), &tasks).await;
         }
         Upgrade::Echo { .. } => {
             let user = UserId::new("echo").expect("a valid user id");
             let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
             let session = Session::new(node.clone(), handle, Role::Echo, None);
             drop(setup.slot);
-            session
-                .live(stream, &upgraded.pipelined, Finish::new(finish_echo, permit), tasks.clone())
-                .start(&tasks)
-                .await;
+            session.start(upgraded.conn, &upgraded.pipelined, Finish::new(finish_echo, permit), &tasks).await;
         }
     }
 }
@@ -274,12 +277,21 @@ fn session_event(node: &Node, handle: &SessionHandle, kind: SessionEventKind) ->
 mod tests {
     use super::*;
 
+    use std::io::Read;
+
+    use tokio::net::TcpStream;
+
     #[tokio::test]
-    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+    async fn accepted_sockets_are_bare_non_blocking_and_inherit_nodelay_from_the_listener() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Acceptor::new(listener).unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (mut accepted, peer) = acceptor.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap(), "the peer is the client");
         assert!(accepted.nodelay().unwrap(), "the accepted socket has TCP_NODELAY");
         assert!(!client.nodelay().unwrap(), "the client's socket is a control: off by default");
+        let read = accepted.read(&mut [0; 16]);
+        assert_eq!(read.unwrap_err().kind(), std::io::ErrorKind::WouldBlock, "a read does not wait");
     }
 }

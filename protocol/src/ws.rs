@@ -228,6 +228,22 @@ pub fn leading_pongs(buf: &[u8]) -> usize {
     at
 }
 
+/// The client Close frame (masked, as a server requires) that is all of `buf`, unmasked in place
+/// and decoded as a server receiving it would: `Some(None)` when it carries no status code,
+/// `None` when `buf` is anything else — more or less than one frame, another opcode, or a
+/// Close a server must refuse (its code or reason invalid).
+pub fn lone_client_close(buf: &mut [u8]) -> Option<Option<(u16, &str)>> {
+    let head = decode_head(buf, true, MAX_CONTROL_PAYLOAD).ok()??;
+    if head.opcode != OpCode::Close || head.frame_len() != buf.len() {
+        return None;
+    }
+    let payload = &mut buf[head.head_len..];
+    if let Some(key) = head.mask {
+        apply_mask(payload, key);
+    }
+    decode_close(payload).ok()
+}
+
 /// Unmasks (or masks: the operation is its own inverse) a payload in place.
 pub fn apply_mask(payload: &mut [u8], key: [u8; 4]) {
     let key8 = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
@@ -424,6 +440,25 @@ mod tests {
         assert_eq!(leading_pongs(&encode(OpCode::Pong, b"beat")), 0, "unmasked");
         // A non-final Pong is a violation the session must answer: not a heartbeat.
         assert_eq!(leading_pongs(&encode_client(OpCode::Pong, false, b"", KEY)), 0);
+    }
+
+    #[test]
+    fn a_lone_client_close_is_decoded_as_a_session_would() {
+        let close = |payload: &[u8]| encode_client(OpCode::Close, true, payload, KEY);
+        let with_reason = [&3001u16.to_be_bytes()[..], "bye ✓".as_bytes()].concat();
+        assert_eq!(lone_client_close(&mut close(&with_reason)), Some(Some((3001, "bye ✓"))));
+        assert_eq!(lone_client_close(&mut close(b"")), Some(None), "no status code");
+        // Not alone, not whole, not a Close, not masked.
+        let two = [close(b""), close(b"")].concat();
+        assert_eq!(lone_client_close(&mut two.clone()), None);
+        assert_eq!(lone_client_close(&mut two[..two.len() / 2 - 1].to_vec()), None);
+        assert_eq!(lone_client_close(&mut encode_client(OpCode::Text, true, b"{}", KEY)), None);
+        assert_eq!(lone_client_close(&mut encode(OpCode::Close, &1000u16.to_be_bytes()).to_vec()), None);
+        assert_eq!(lone_client_close(&mut encode_client(OpCode::Close, false, b"", KEY)), None);
+        // A Close a server must refuse: the session answers it (1002, 1007), not the caller.
+        assert_eq!(lone_client_close(&mut close(&999u16.to_be_bytes())), None, "invalid code");
+        assert_eq!(lone_client_close(&mut close(&[3, 232, 0xff])), None, "reason not UTF-8");
+        assert_eq!(lone_client_close(&mut close(&[3])), None, "one byte");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Parked sessions (`park_idle_sessions`): an idle session held without a task still gets every
 //! delivery, answers its client, keeps its heartbeat, closes when asked and ends when its client
-//! goes away; with parking off, sessions stay running.
+//! closes or goes away (the lot itself answers a valid Close); with parking off, sessions stay
+//! running.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -12,6 +13,8 @@ use tokio::io::AsyncWriteExt;
 
 const PARKED: &str = "pushgate_sessions_parked";
 const UNPARKS: &str = "pushgate_unparks_total";
+const CLOSES: &str = "pushgate_closes_total";
+const WAIT: Duration = Duration::from_secs(5);
 
 /// A gateway whose heartbeat Pings do not come during a test: a Ping racing a session's parking
 /// unparks it (it finds the Ping queued), which would make the unpark counts here uncertain.
@@ -137,6 +140,47 @@ async fn a_parked_session_ends_when_its_client_goes_away() {
     gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
     assert_eq!(gw.metric(PARKED, &[]).await, 0.0);
     assert_eq!(gw.metric("pushgate_closes_total", &[("by", "network")]).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_parked_session_closed_by_its_client_is_answered_and_ended_without_unparking() {
+    let gw = quiet_gateway().await;
+    let key = [4, 3, 2, 1];
+    // A Close with a code and a reason, behind a heartbeat Pong: the client's code comes back.
+    let mut raw = parked_raw_client(&gw, "leaver").await;
+    let close = [&3001u16.to_be_bytes()[..], b"bye"].concat();
+    let glued = [ws::encode_client(OpCode::Pong, true, b"", key), ws::encode_client(OpCode::Close, true, &close, key)];
+    raw.stream.write_all(&glued.concat()).await.unwrap();
+    assert_eq!(raw.read_until_close(WAIT).await, Some(3001));
+    assert!(raw.wait_closed(WAIT).await, "the server closes the TCP connection");
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    gw.wait_metric(CLOSES, &[("code", "3001"), ("by", "client")], |v| v == 1.0).await;
+    // A Close without a code: answered with 1000, counted as 1005 (no status received).
+    let mut raw = parked_raw_client(&gw, "quiet-leaver").await;
+    raw.send(OpCode::Close, true, b"").await;
+    assert_eq!(raw.read_until_close(WAIT).await, Some(1000));
+    assert!(raw.wait_closed(WAIT).await);
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    gw.wait_metric(CLOSES, &[("code", "1005"), ("by", "client")], |v| v == 1.0).await;
+    // Gone without a Close: ended as a network close.
+    let raw = parked_raw_client(&gw, "vanisher").await;
+    drop(raw);
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    gw.wait_metric(CLOSES, &[("by", "network")], |v| v == 1.0).await;
+    assert_eq!(gw.metric(UNPARKS, &[]).await, 0.0, "the lot ended all three itself");
+    assert_eq!(gw.metric(PARKED, &[]).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_parked_session_leaves_a_close_it_must_refuse_to_its_task() {
+    let gw = quiet_gateway().await;
+    let mut raw = parked_raw_client(&gw, "bad-leaver").await;
+    raw.send(OpCode::Close, true, &999u16.to_be_bytes()).await;
+    assert_eq!(raw.read_until_close(WAIT).await, Some(1002), "an invalid close code is a protocol error");
+    drop(raw);
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    assert_eq!(gw.metric(UNPARKS, &[]).await, 1.0);
+    assert_eq!(gw.metric(PARKED, &[]).await, 0.0);
 }
 
 #[tokio::test]

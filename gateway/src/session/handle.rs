@@ -378,13 +378,21 @@ impl SessionHandle {
             || outbox.gaps.is_some()
     }
 
-    /// Runs `f` on a parked session's socket (under the outbox lock: no direct write meanwhile);
-    /// `None` when the session is not parked.
-    pub(crate) fn with_parked_socket<T>(&self, f: impl FnOnce(&std::net::TcpStream) -> T) -> Option<T> {
-        match &self.0.outbox.lock().lent {
-            Some(Lent::Parked(socket)) => Some(f(socket)),
-            _ => None,
-        }
+    /// Runs `f` on a parked session's socket under the outbox lock (no direct write meanwhile),
+    /// telling it whether the outbox is clear — no frame partly written or queued, no close
+    /// asked — so that what `f` writes follows all that was meant to go before. When `f` also
+    /// answers true, the socket is taken out of the outbox in the same hold, so nothing is
+    /// written after what `f` wrote (a delivery then queues, for a session that is ending), and
+    /// closed. `None` when the session is not parked.
+    pub(crate) fn with_parked_socket<T>(&self, f: impl FnOnce(&std::net::TcpStream, bool) -> (T, bool)) -> Option<T> {
+        let mut outbox = self.0.outbox.lock();
+        let clear = outbox.head_written == 0 && outbox.queue.is_empty() && outbox.close.is_none();
+        let Some(Lent::Parked(socket)) = &outbox.lent else { return None };
+        let (value, release) = f(socket, clear);
+        let released = if release { outbox.lent.take() } else { None };
+        drop(outbox);
+        drop(released);
+        Some(value)
     }
 
     /// Takes a parked session's socket back (to register it with the runtime again).

@@ -4,7 +4,8 @@
 //! write non-durable frames at once (see `handle`); it takes the socket back before writing
 //! anything itself. While it has nothing to do at all it parks (see `park`): the task ends, the
 //! socket leaves the runtime, and the task is spawned again when the socket turns readable or
-//! the outbox has work.
+//! the outbox has work. A new session whose first turn leaves it idle parks straight from it,
+//! its socket never having joined the runtime (see `crate::conn`).
 //!
 //! Memory is the design constraint (100k sessions per node): an idle session holds its socket,
 //! this struct and its [`SessionHandle`] — no task and no runtime I/O registration (parked), no
@@ -28,7 +29,7 @@ use std::{
     io::{self, IoSlice},
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
@@ -44,6 +45,7 @@ use tokio::{net::TcpStream, time::Sleep};
 use tokio_util::task::TaskTracker;
 
 use crate::{
+    conn::Conn,
     durable::ResumePoint,
     node::{Node, Permit},
 };
@@ -177,7 +179,7 @@ impl Live {
     /// Runs a new session's first turn on the calling task (the set-up's) — it writes its
     /// welcome and, idle, parks — and spawns the session a task of its own on `tasks` only when
     /// it goes on: most sessions park at once, so a connect then costs one task, not two.
-    pub async fn start(mut self, tasks: &TaskTracker) {
+    async fn first_turn(mut self, tasks: &TaskTracker) {
         // The wakers this turn leaves (readiness, outbox) are the set-up task's; the spawned
         // task's first poll registers its own before waiting on anything.
         let ended_or_parked = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self).poll(cx).is_ready())).await;
@@ -198,27 +200,24 @@ impl Future for Live {
         }
         match running.session.turn(cx, &running.stream) {
             Turn::Busy => Poll::Pending,
-            Turn::Idle => {
-                let lot = running.session.node.parking.as_ref().filter(|lot| lot.is_working());
-                match lot {
-                    Some(lot) if running.session.idle_client() => {
-                        let lot = lot.clone();
-                        let running = this.running.take().expect("checked above");
-                        match lot.park(running) {
-                            None => Poll::Ready(()),
-                            Some(running) => {
-                                running.session.lend_socket_if_idle(&running.stream);
-                                this.running = Some(running);
-                                Poll::Pending
-                            }
+            Turn::Idle => match running.session.parking_lot() {
+                Some(lot) => {
+                    let lot = lot.clone();
+                    let running = this.running.take().expect("checked above");
+                    match lot.park(running) {
+                        None => Poll::Ready(()),
+                        Some(running) => {
+                            running.session.lend_socket_if_idle(&running.stream);
+                            this.running = Some(running);
+                            Poll::Pending
                         }
                     }
-                    _ => {
-                        running.session.lend_socket_if_idle(&running.stream);
-                        Poll::Pending
-                    }
                 }
-            }
+                _ => {
+                    running.session.lend_socket_if_idle(&running.stream);
+                    Poll::Pending
+                }
+            },
             Turn::Ended => {
                 let running = this.running.take().expect("checked above");
                 running.session.handle.reclaim_socket();
@@ -341,13 +340,14 @@ impl Session {
         &self.handle
     }
 
-    /// The session as its own task's future, on `stream`: it first reads `pipelined` (bytes the
-    /// client sent right behind its upgrade request), runs until the connection ends — parked
-    /// while idle, when the node parks sessions — then hands what is left to `finish`. Its first
-    /// turn runs on the set-up's task ([`Live::start`]); a session that goes on from there runs
+    /// Runs the session on `conn` until the connection ends — parked while idle, when the node
+    /// parks sessions — then hands what is left to `finish`. It first takes in `pipelined`
+    /// (bytes the client sent right behind its upgrade request). Its first turn runs on the
+    /// calling task (the set-up's) — on a bare socket without the runtime when it can (see
+    /// [`first_turn_bare`](Self::first_turn_bare)) — and a session that goes on from there runs
     /// on a task of its own on `tasks` (where an unparked session's task is spawned again too),
     /// which holds this state and nothing of the handshake or the set-up.
-    pub fn live(mut self, stream: TcpStream, pipelined: &[u8], finish: Finish, tasks: TaskTracker) -> Live {
+    pub async fn start(mut self, conn: Conn, pipelined: &[u8], finish: Finish, tasks: &TaskTracker) {
         if !pipelined.is_empty() {
             let mut bytes = pipelined.to_vec();
             match self.process(&mut bytes) {
@@ -356,7 +356,48 @@ impl Session {
                 Err(v) => self.violation(v),
             }
         }
-        Live::new(Running { session: self, stream: Arc::new(stream), finish, tasks, parked_before: false }, false)
+        let stream = match conn {
+            Conn::Bare(socket) => {
+                if self.first_turn_bare(&socket)
+                    && let Some(lot) = self.parking_lot().cloned()
+                {
+                    lot.park_socket(self.rest(), socket, finish, tasks, false);
+                    return;
+                }
+                match TcpStream::from_std(socket) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a session's socket could not join the runtime");
+                        finish.run(self);
+                        return;
+                    }
+                }
+            }
+            Conn::Registered(stream) => stream,
+        };
+        let running =
+            Running { session: self, stream: Arc::new(stream), finish, tasks: tasks.clone(), parked_before: false };
+        Live::new(running, false).first_turn(tasks).await;
+    }
+
+    /// A new session's first turn on a bare socket, which needs no waker: its replay round when
+    /// that reads nothing (the cursor lookup found no backlog), then its first write (the `101`
+    /// and the welcome). True when the session is then idle, so it may park with a socket the
+    /// runtime never registered. False leaves the rest of the turn to a task on the registered
+    /// socket: a replay that reads the store, a write the socket did not take whole, a close.
+    fn first_turn_bare(&mut self, socket: &std::net::TcpStream) -> bool {
+        if !self.catch_up_reads_nothing() {
+            return false;
+        }
+        self.poll_catch_up(&mut Context::from_waker(Waker::noop()));
+        while !self.writing.is_empty() && self.phase == Phase::Open {
+            let before = (self.writing.len(), self.written);
+            let wrote = self.write_some(|slices| Ok(rustix::io::writev(socket, slices)?));
+            if wrote.is_err() || (self.writing.len(), self.written) == before {
+                return false;
+            }
+        }
+        self.idle_client()
     }
 
     fn into_ended(self) -> Ended {
@@ -404,7 +445,7 @@ impl Session {
             // 2. Write what is queued.
             if !self.writing.is_empty() && self.phase != Phase::Done {
                 match stream.poll_write_ready(cx) {
-                    Poll::Ready(Ok(())) => match self.write_some(stream) {
+                    Poll::Ready(Ok(())) => match self.write_some(|slices| stream.try_write_vectored(slices)) {
                         Ok(()) => progressed = true,
                         Err(_) => self.phase = Phase::Done,
                     },
@@ -454,6 +495,12 @@ impl Session {
         matches!(self.role, Role::Client(_)) && self.phase == Phase::Open && self.writing.is_empty() && self.is_live()
     }
 
+    /// Where the session may park now: its node's parking lot, when that works and the session
+    /// is an idle client.
+    fn parking_lot(&self) -> Option<&Arc<ParkingLot>> {
+        self.node.parking.as_ref().filter(|lot| lot.is_working() && self.idle_client())
+    }
+
     /// Reads once without waiting for the socket's readiness (see `read_unprompted`).
     fn read_now(&mut self, stream: &TcpStream) {
         if self.read_unprompted(stream).is_err() {
@@ -473,9 +520,10 @@ impl Session {
     // Writing
     // -----------------------------------------------------------------------------------------
 
-    /// One vectored write of the queued frames. `Ok` also on `WouldBlock` (the readiness is
-    /// then cleared and the next poll registers for it).
-    fn write_some(&mut self, stream: &TcpStream) -> io::Result<()> {
+    /// One vectored write of the queued frames with `write` (the runtime's, or a bare socket's
+    /// system call). `Ok` also on `WouldBlock` (the runtime's readiness is then cleared and the
+    /// next poll registers for it).
+    fn write_some(&mut self, write: impl FnOnce(&[IoSlice<'_>]) -> io::Result<usize>) -> io::Result<()> {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
         for (i, out) in self.writing.iter().take(MAX_IOV).enumerate() {
@@ -483,7 +531,7 @@ impl Session {
             slices[i] = IoSlice::new(&out.frame[from..]);
             count += 1;
         }
-        let mut n = match stream.try_write_vectored(&slices[..count]) {
+        let mut n = match write(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

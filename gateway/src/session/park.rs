@@ -12,8 +12,11 @@
 //! shutdown still waits for it.
 //!
 //! Pongs are read by the lot's thread itself: a heartbeat is then one read and one re-arm, not a
-//! task spawned and parked again (measured: `BENCHMARKS.md`, "Parked sessions"). It reads
-//! nothing else: whatever is not a whole Pong is left on the socket for the task.
+//! task spawned and parked again (measured: `BENCHMARKS.md`, "Parked sessions"). So is the end
+//! of a parked session whose client closes — a valid Close frame (answered as the task would)
+//! or EOF: the session ends on the lot's thread, without its socket ever rejoining the runtime
+//! ("Connects: sockets the runtime never sees"). It reads nothing else: whatever is not one of
+//! those, whole, is left on the socket for the task.
 
 use std::{
     hash::BuildHasher,
@@ -35,7 +38,7 @@ use rustix::{
     event::{Timespec, epoll},
 };
 use tokio::{net::TcpStream, runtime::Handle};
-use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 use super::{Finish, Live, Resting, Running};
 
@@ -72,6 +75,18 @@ struct Parked {
     finish: Finish,
     /// Keeps the node's task tracker waiting for this session as if its task still ran.
     tracker: TaskTrackerToken,
+}
+
+/// What the lot made of a parked session's readable socket.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// Nothing left for the session to do: it waits on, armed again; `heard` when Pongs came.
+    Waiting { heard: bool },
+    /// The client closed — with this code in its Close frame (1005 for none), or without a Close
+    /// (`None`): the session ends.
+    Ended(Option<u16>),
+    /// Anything else: the session's task must run.
+    Unpark,
 }
 
 /// Why a session is unparked.
@@ -158,6 +173,21 @@ impl ParkingLot {
                 return None;
             }
         };
+        self.park_socket(session, socket, finish, &tasks, parked_before);
+        None
+    }
+
+    /// Parks a session's state and its socket, out of the runtime (a new session's may never
+    /// have been in it; see `Conn`). `parked_before`: the socket has an entry in the lot's epoll
+    /// set from an earlier park.
+    pub(super) fn park_socket(
+        self: &Arc<Self>,
+        session: Resting,
+        socket: std::net::TcpStream,
+        finish: Finish,
+        tasks: &TaskTracker,
+        parked_before: bool,
+    ) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let handle = session.handle.clone();
         let parked = Parked { session, finish, tracker: tasks.token() };
@@ -176,7 +206,6 @@ impl ParkingLot {
         if pending || !self.is_working() {
             self.unpark(token, Cause::Outbox);
         }
-        None
     }
 
     /// Arms `socket` for one readiness event in the lot's epoll set (modifying its entry from
@@ -199,48 +228,98 @@ impl ParkingLot {
         }
     }
 
-    /// A parked session's socket turned readable: reads the heartbeat Pongs there, or unparks.
+    /// A parked session's socket turned readable: reads the heartbeat Pongs there, ends the
+    /// session its client closed, or unparks it.
     fn readable(&self, token: u64) {
-        if !self.read_pongs(token) {
+        if !self.read_parked(token) {
             self.unpark(token, Cause::Readable);
         }
     }
 
-    /// Reads the Pongs waiting on the socket of the session parked under `token` — when they are
-    /// all there is — marks the client heard and arms the socket again. False when there is
-    /// anything else (or EOF, or an error) for the task to handle.
-    fn read_pongs(&self, token: u64) -> bool {
+    /// Reads what waits on the socket of the session parked under `token` when the lot can
+    /// handle all of it: heartbeat Pongs (the client is marked heard and the socket armed
+    /// again), then maybe the client's Close (answered, as the session's task would, and the
+    /// session ended here), or EOF (the session ended). False when there is anything else (or an
+    /// error) for the task to handle.
+    fn read_parked(&self, token: u64) -> bool {
         let Some(slot) = self.parked.get(token) else { return false };
-        let parked = slot.parked.lock();
+        let mut parked = slot.parked.lock();
         let Some(Parked { session, .. }) = parked.as_ref() else { return false };
         if !session.leftover.is_empty() {
             // Whatever comes is the rest of a frame the task holds part of.
             return false;
         }
-        let read = session.handle.with_parked_socket(|socket| {
-            let mut buf = [0u8; PEEK_BYTES];
-            let n = match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::PEEK) {
-                Ok((n, _)) => n,
-                // A stale readiness: nothing to read, wait again.
-                Err(rustix::io::Errno::AGAIN) => return self.arm(socket, token).is_ok().then_some(false),
-                Err(_) => return None,
-            };
-            if n == 0 || n == PEEK_BYTES || pushgate_protocol::ws::leading_pongs(&buf[..n]) != n {
-                return None;
-            }
-            match rustix::net::recv(socket, &mut buf[..n], rustix::net::RecvFlags::empty()) {
-                Ok((got, _)) if got == n => self.arm(socket, token).is_ok().then_some(true),
-                _ => None,
-            }
+        let read = session.handle.with_parked_socket(|socket, clear| {
+            let read = self.read_socket(socket, token, clear);
+            (read, matches!(read, Read::Ended(_)))
         });
-        match read.flatten() {
-            Some(heard) => {
+        match read {
+            Some(Read::Waiting { heard }) => {
                 if heard {
                     session.handle.heard(session.node.clock.now_ms());
                 }
                 true
             }
-            None => false,
+            Some(Read::Ended(client_code)) => {
+                let Parked { session, finish, tracker } = parked.take().expect("checked above");
+                drop(parked);
+                // (A wake racing this one may have taken the slot out of the map already.)
+                self.parked.remove(token);
+                self.gauge.decrement(1.0);
+                tracing::debug!(session = %session.handle.id_string(), ?client_code, "ended parked");
+                let mut session = session.wake();
+                session.ending.client_code = client_code;
+                // The node's bookkeeping may spawn (presence, the store's batches).
+                let _runtime = self.runtime.enter();
+                finish.run(session);
+                drop(tracker);
+                true
+            }
+            Some(Read::Unpark) | None => false,
+        }
+    }
+
+    /// The reading of [`read_parked`](Self::read_parked) on the socket, under its outbox's lock;
+    /// `clear`: nothing of the outbox's is to be written before an answer to a Close.
+    fn read_socket(&self, socket: &std::net::TcpStream, token: u64, clear: bool) -> Read {
+        let armed = |heard| if self.arm(socket, token).is_ok() { Read::Waiting { heard } } else { Read::Unpark };
+        let mut buf = [0u8; PEEK_BYTES];
+        let n = match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::PEEK) {
+            Ok((n, _)) => n,
+            // A stale readiness: nothing to read, wait again.
+            Err(rustix::io::Errno::AGAIN) => return armed(false),
+            Err(_) => return Read::Unpark,
+        };
+        if n == 0 {
+            // The client went away without a Close (the session's task would end it the same).
+            return Read::Ended(None);
+        }
+        if n == PEEK_BYTES {
+            return Read::Unpark;
+        }
+        let pongs = pushgate_protocol::ws::leading_pongs(&buf[..n]);
+        let close = if pongs == n {
+            None
+        } else {
+            match pushgate_protocol::ws::lone_client_close(&mut buf[pongs..n]) {
+                Some(frame) if clear => Some(frame.map(|(code, _)| code)),
+                _ => return Read::Unpark,
+            }
+        };
+        // Read what is handled (closing with bytes unread would reset the connection).
+        let consumed = matches!(rustix::net::recv(socket, &mut buf[..n], rustix::net::RecvFlags::empty()), Ok((got, _)) if got == n);
+        match close {
+            None if consumed => armed(true),
+            None => Read::Unpark,
+            Some(code) => {
+                if consumed {
+                    // The answer a session's task gives: the client's code, or 1000 for a Close
+                    // without one. A client that closes and does not read is closed without it.
+                    let answer = pushgate_protocol::ws::close_frame(code.unwrap_or(1000), "");
+                    let _ = rustix::net::send(socket, &answer, rustix::net::SendFlags::NOSIGNAL);
+                }
+                Read::Ended(Some(code.unwrap_or(1005)))
+            }
         }
     }
 

@@ -63,6 +63,15 @@ impl Session {
         }
     }
 
+    /// Whether the inbox read under way, if any, is a replay round that reads nothing (the cursor
+    /// lookup found no backlog): it ends at its first poll, without the store or a waker.
+    pub(super) fn catch_up_reads_nothing(&self) -> bool {
+        match &self.role {
+            Role::Client(state) => state.catch_up.as_ref().is_none_or(|c| c.nothing_stored),
+            Role::Echo => true,
+        }
+    }
+
     /// Starts a replay round from the cursor (the outbox is already marked as replaying).
     pub(super) fn start_catch_up(&mut self) {
         if let Role::Client(state) = &mut self.role
