@@ -108,11 +108,10 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, stop: Cancellat
 
 /// One connection, its socket bare (see [`Conn`]): waits — holding its socket and no buffer
 /// until bytes come, then only the request — until its whole request has arrived and a set-up
-/// slot is free, then sets it up. The
-/// set-up's state is allocated only then, so the thousands of connections a reconnect storm
-/// leaves waiting are small tasks; a client that sends its request slowly holds no slot. A
-/// connection over the limit is only refused (503), which is quick, and such connections are
-/// few (the overflow band): it takes no slot.
+/// slot is free, then sets it up. The set-up's state is allocated only then, so the thousands of
+/// connections a reconnect storm leaves waiting are small tasks; a client that sends its request
+/// slowly holds no slot. A connection over the limit is only refused (503), which is quick, and
+/// such connections are few (the overflow band): it takes no slot.
 async fn serve(node: Arc<Node>, socket: std::net::TcpStream, peer: SocketAddr, entry: Entry, tasks: TaskTracker) {
     let started = Instant::now();
     let deadline = started + node.config.handshake_timeout;

@@ -213,7 +213,7 @@ impl Future for Live {
                         }
                     }
                 }
-                _ => {
+                None => {
                     running.session.lend_socket_if_idle(&running.stream);
                     Poll::Pending
                 }
