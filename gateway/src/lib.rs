@@ -12,9 +12,11 @@
 //! - [`heartbeat`]: the wheel that pings and times out sessions; [`drain`]: graceful exit;
 //! - [`admin`]: the admin HTTP API; [`publish`]: publishing; [`pages`]: the demo page;
 //! - [`durable`]: store, write path, acks, inbox reads; [`cluster`]: presence, node deliveries,
-//!   the bus and events in cluster mode; [`auth`]: tokens; [`metrics`], [`telemetry`].
+//!   the bus and events in cluster mode; [`auth`]: tokens; [`metrics`], [`telemetry`];
+//!   [`allocator`]: glibc's allocator with one arena.
 
 pub mod admin;
+pub mod allocator;
 pub mod auth;
 pub mod cluster;
 pub mod config;

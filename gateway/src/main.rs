@@ -1,11 +1,12 @@
-//! `pushgate-gateway`: reads the command line and configuration, installs logging, raises the
-//! file limit, binds, and runs the gateway until SIGTERM or SIGINT has drained it. The
-//! `token` subcommand mints client tokens with the configured secret.
+//! `pushgate-gateway`: reads the command line and configuration, restarts itself with one malloc
+//! arena (see `allocator`), installs logging, raises the file limit, binds, and runs the gateway
+//! until SIGTERM or SIGINT has drained it. The `token` subcommand mints client tokens with the
+//! configured secret.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use pushgate_gateway::{Config, Listeners, auth::Auth, listener, telemetry};
+use pushgate_gateway::{Config, Listeners, allocator, auth::Auth, listener, telemetry};
 use pushgate_protocol::{ChannelClaims, ChannelName, ChannelPattern, DeviceId, SessionClaims, UserId};
 
 #[cfg(feature = "mimalloc")]
@@ -140,7 +141,12 @@ fn token(config: &Config, args: TokenArgs) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
+    // Before anything else starts (this returns only when it did not replace the process).
+    let not_one_arena = allocator::run_with_one_arena();
     telemetry::init(&config);
+    if let Some(e) = not_one_arena {
+        tracing::warn!(error = %e, "could not restart with one malloc arena; running with glibc's default arenas");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
