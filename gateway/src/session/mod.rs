@@ -609,9 +609,9 @@ impl Session {
     fn on_client_close(&mut self, frame: Option<(u16, &str)>) {
         match self.phase {
             Phase::Open => {
-                let code = frame.map_or(1000, |(code, _)| code);
-                self.ending.client_code = Some(frame.map_or(1005, |(code, _)| code));
-                self.reply(ws::close_frame(code, ""));
+                let (answer, recorded) = answer_to_close(frame.map(|(code, _)| code));
+                self.ending.client_code = Some(recorded);
+                self.reply(answer);
                 self.phase = Phase::Closing { peer_closed: true };
                 self.start_close_timer();
             }
@@ -619,4 +619,11 @@ impl Session {
             Phase::Done => {}
         }
     }
+}
+
+/// The answer to a client's Close whose status code is `code` (none when it carried none): the
+/// same code back, 1000 for none; and the code the session's end records, 1005 ("no status
+/// received") for none. Shared by the session's task and the parking lot.
+fn answer_to_close(code: Option<u16>) -> (Bytes, u16) {
+    (ws::close_frame(code.unwrap_or(1000), ""), code.unwrap_or(1005))
 }

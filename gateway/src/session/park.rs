@@ -40,7 +40,7 @@ use rustix::{
 use tokio::{net::TcpStream, runtime::Handle};
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
-use super::{Finish, Live, Resting, Running};
+use super::{Finish, Live, Resting, Running, answer_to_close};
 
 /// Bytes looked at on a readable parked socket: room for a few Pongs (one is at most 131 bytes).
 const PEEK_BYTES: usize = 512;
@@ -312,13 +312,12 @@ impl ParkingLot {
             None if consumed => armed(true),
             None => Read::Unpark,
             Some(code) => {
+                let (answer, recorded) = answer_to_close(code);
                 if consumed {
-                    // The answer a session's task gives: the client's code, or 1000 for a Close
-                    // without one. A client that closes and does not read is closed without it.
-                    let answer = pushgate_protocol::ws::close_frame(code.unwrap_or(1000), "");
+                    // A client that closes and does not read is closed without the answer.
                     let _ = rustix::net::send(socket, &answer, rustix::net::SendFlags::NOSIGNAL);
                 }
-                Read::Ended(Some(code.unwrap_or(1005)))
+                Read::Ended(Some(recorded))
             }
         }
     }
