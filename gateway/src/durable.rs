@@ -12,17 +12,25 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
+use metrics::counter;
 use pushgate_dispatcher::{
     bookkeeping::{self, Bookkeeping},
     ingest::{BatchConfig, Ingest},
     store::{AnyStore, CursorKey, Cursors, InboxEntry, LOOKUP_CHUNK, Store, StoreError},
 };
 use pushgate_protocol::{DeviceId, UserId, now_ms};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    time::{Instant, timeout_at},
+};
 
-use crate::config::{Config, Mode};
+use crate::{
+    config::{Config, Mode},
+    metrics::{CURSOR_LOOKUP_QUERIES, CURSOR_LOOKUPS},
+};
 
 /// A replay page on its way.
 pub type Fetch = Pin<Box<dyn Future<Output = Result<Vec<InboxEntry>, StoreError>> + Send>>;
@@ -148,13 +156,34 @@ struct Lookup {
     reply: oneshot::Sender<Result<Cursors, Arc<StoreError>>>,
 }
 
+/// How long a batch of cursor lookups waits for more when the last batch had company (connects
+/// are arriving together). At a connect flood the batches grow from ~20 sessions to ~60 and the
+/// gateway's CPU per session falls by ~8 % (`BENCHMARKS.md`, "Cursor lookups in larger batches").
+const LOOKUP_LINGER: Duration = Duration::from_millis(1);
+
 /// Looks cursors up in batches: the lookups that queued while the last query ran go in the
 /// next one, so the connects of a reconnect storm share queries (a query is a round trip to a
-/// connection's thread or the database, costlier than the rows), and a lone connect waits for
-/// nothing but its own query.
+/// connection's thread or the database, costlier than the rows). When the last batch had more
+/// than one session, the next also waits up to [`LOOKUP_LINGER`] for others to join; a lone
+/// connect after a quiet spell waits for nothing but its own query.
 async fn look_up_cursors(store: AnyStore, reads: Arc<Semaphore>, mut queue: mpsc::UnboundedReceiver<Lookup>) {
     let mut batch = Vec::with_capacity(LOOKUP_CHUNK);
+    let (looked_up, queries) = (counter!(CURSOR_LOOKUPS), counter!(CURSOR_LOOKUP_QUERIES));
+    let mut busy = false;
     while queue.recv_many(&mut batch, LOOKUP_CHUNK).await > 0 {
+        if busy {
+            let deadline = Instant::now() + LOOKUP_LINGER;
+            while batch.len() < LOOKUP_CHUNK {
+                let room = LOOKUP_CHUNK - batch.len();
+                let more = queue.recv_many(&mut batch, room);
+                if !matches!(timeout_at(deadline, more).await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+        busy = batch.len() > 1;
+        looked_up.increment(batch.len() as u64);
+        queries.increment(1);
         let found = match reads.acquire().await {
             Ok(_permit) => {
                 let keys: Vec<CursorKey<'_>> =
@@ -183,6 +212,6 @@ async fn watch(store: AnyStore, up: Arc<AtomicBool>) {
         let ok = store.ping().await.is_ok();
         up.store(ok, Ordering::Relaxed);
         metrics::gauge!(pushgate_dispatcher::amqp::BACKEND_UP, "backend" => backend).set(if ok { 1.0 } else { 0.0 });
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

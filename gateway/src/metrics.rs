@@ -28,6 +28,10 @@ pub const DRAINING: &str = "pushgate_draining";
 pub const SETUPS_WAITING: &str = "pushgate_setups_waiting";
 pub const SESSIONS_PARKED: &str = "pushgate_sessions_parked";
 pub const UNPARKS: &str = "pushgate_unparks_total";
+/// Sessions whose cursors were looked up, and the queries that did it (their ratio is the
+/// lookup batches' mean size).
+pub const CURSOR_LOOKUPS: &str = "pushgate_cursor_lookups_total";
+pub const CURSOR_LOOKUP_QUERIES: &str = "pushgate_cursor_lookup_queries_total";
 pub const HANDSHAKE_SECONDS: &str = "pushgate_handshake_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "pushgate_delivery_latency_seconds";
 

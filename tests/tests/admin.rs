@@ -106,6 +106,8 @@ async fn metrics_move_with_traffic() {
     gw.publish(&json!({"to": {"channel": "news"}, "data": 1})).await;
     c.next_of_type("message").await;
     gw.wait_metric("pushgate_connects_total", &[], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_cursor_lookups_total", &[], |v| v == 1.0).await;
+    gw.wait_metric("pushgate_cursor_lookup_queries_total", &[], |v| v == 1.0).await;
     gw.wait_metric("pushgate_sessions", &[], |v| v == 1.0).await;
     gw.wait_metric("pushgate_frames_in_total", &[("type", "subscribe")], |v| v >= 1.0).await;
     gw.wait_metric("pushgate_frames_out_total", &[], |v| v >= 3.0).await;
