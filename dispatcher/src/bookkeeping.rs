@@ -22,6 +22,12 @@ pub const MAX_PENDING_EVENTS: usize = 100_000;
 /// of the whole backlog per event recorded (each connect and close of an outage's storm).
 const EVENTS_DROPPED_AT_ONCE: usize = MAX_PENDING_EVENTS / 10;
 
+/// Pending session events that ask for a flush before the interval is up. A connect flood
+/// records thousands of events a second; held until the next tick, they are megabytes of
+/// short-lived memory that the sessions' own allocations then sit on (`BENCHMARKS.md`, "Session
+/// events flushed by count").
+pub const FLUSH_EVENTS_AT: usize = 1_000;
+
 pub const EVENTS_DROPPED: &str = "pushgate_session_events_dropped_total";
 
 #[derive(Debug, Default)]
@@ -43,7 +49,7 @@ impl Bookkeeping {
         *slot = (*slot).max(seq);
     }
 
-    /// Records a session event.
+    /// Records a session event; the [`FLUSH_EVENTS_AT`]th pending one asks for a flush.
     pub fn session_event(&self, event: SessionEvent) {
         let mut events = self.events.lock();
         if events.len() >= MAX_PENDING_EVENTS {
@@ -51,6 +57,9 @@ impl Bookkeeping {
             counter!(EVENTS_DROPPED).increment(EVENTS_DROPPED_AT_ONCE as u64);
         }
         events.push(event);
+        if events.len() == FLUSH_EVENTS_AT {
+            self.wake.notify_one();
+        }
     }
 
     /// Asks the flusher to write now (a session closed with an ack pending).
@@ -148,6 +157,23 @@ mod tests {
             user: UserId::new("u").expect("valid"),
             device: None,
         }
+    }
+
+    /// A flood of connects does not wait for the interval: the `FLUSH_EVENTS_AT`th pending event
+    /// makes the flush due; one fewer leaves it to the interval.
+    #[tokio::test]
+    async fn enough_pending_events_make_a_flush_due_before_the_interval() {
+        let every = Duration::from_secs(3600);
+        let book = Bookkeeping::default();
+        for n in 0..FLUSH_EVENTS_AT as u64 - 1 {
+            book.session_event(event(n));
+        }
+        let early = tokio::time::timeout(Duration::from_millis(50), book.due(every)).await;
+        assert!(early.is_err(), "one event short of the count, the flush waits for the interval");
+        book.session_event(event(FLUSH_EVENTS_AT as u64));
+        let due = tokio::time::timeout(Duration::from_secs(5), book.due(every)).await;
+        assert!(due.is_ok(), "the count reached makes the flush due at once");
+        assert_eq!(book.take().sessions.len(), FLUSH_EVENTS_AT);
     }
 
     /// An unreachable store: events pile up to the cap, then the oldest go, the newest stay.
