@@ -58,11 +58,11 @@ impl Bookkeeping {
         }
         events.push(event);
         if events.len() == FLUSH_EVENTS_AT {
-            self.wake.notify_one();
+            self.flush_soon();
         }
     }
 
-    /// Asks the flusher to write now (a session closed with an ack pending).
+    /// Asks the flusher to write now (a session closed with an ack pending; events piling up).
     pub fn flush_soon(&self) {
         self.wake.notify_one();
     }
