@@ -108,6 +108,30 @@ async fn a_pong_glued_to_a_request_unparks_the_session_for_both() {
     assert!(reply.text().contains(r#""id":"after-halves""#), "{}", reply.text());
 }
 
+#[tokio::test]
+async fn a_request_longer_than_the_lots_read_is_handed_to_the_task_whole() {
+    let gw = quiet_gateway().await;
+    let mut raw = parked_raw_client(&gw, "long").await;
+    // The lot reads 512 bytes at once: this request arrives in one write and is cut there; the
+    // task takes in what the lot read, then the rest from the socket.
+    let padding = " ".repeat(2_000);
+    raw.send_text(&format!(r#"{{"type":"ping",{padding}"id":"long"}}"#)).await;
+    let reply = next_data_frame(&mut raw).await;
+    assert!(reply.text().contains(r#""id":"long""#), "{}", reply.text());
+    assert_eq!(gw.metric(UNPARKS, &[]).await, 1.0);
+    gw.wait_metric(PARKED, &[], |v| v == 1.0).await;
+    // Two whole requests in one write, read by the lot together: both answered, in order.
+    let key = [1, 2, 3, 4];
+    let two = [
+        ws::encode_client(OpCode::Text, true, br#"{"type":"ping","id":"first"}"#, key),
+        ws::encode_client(OpCode::Text, true, br#"{"type":"ping","id":"second"}"#, key),
+    ]
+    .concat();
+    raw.stream.write_all(&two).await.unwrap();
+    assert!(next_data_frame(&mut raw).await.text().contains(r#""id":"first""#));
+    assert!(next_data_frame(&mut raw).await.text().contains(r#""id":"second""#));
+}
+
 /// A raw client of `user`, welcomed, whose session (the gateway's only one) has parked.
 async fn parked_raw_client(gw: &Gateway, user: &str) -> RawClient {
     let mut raw = RawClient::connect(gw.client_addr, &gw.token(user, None, &[])).await;

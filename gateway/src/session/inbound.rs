@@ -47,22 +47,27 @@ impl Session {
 
     /// One read straight from the socket, without the runtime's readiness (which `try_read`
     /// checks first): for a session unparked because its socket turned readable, which the
-    /// runtime, having just taken the socket back, may not know yet. `Err` ends the session.
+    /// runtime, having just taken the socket back, may not know yet. What the parking lot read
+    /// for the session (in `leftover`) is taken in first, whatever the read finds — even at EOF,
+    /// so a client's last frames count. `Err` ends the session.
     pub(super) fn read_unprompted(&mut self, stream: &TcpStream) -> io::Result<()> {
         SCRATCH.with_borrow_mut(|scratch| {
-            let n = match rustix::net::recv(stream, &mut scratch[..], rustix::net::RecvFlags::empty()) {
-                Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok((n, _)) => n,
-                Err(rustix::io::Errno::AGAIN) => return Ok(()),
-                Err(e) => return Err(e.into()),
+            let read = match rustix::net::recv(stream, &mut scratch[..], rustix::net::RecvFlags::empty()) {
+                Ok((0, _)) => Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok((n, _)) => Ok(n),
+                Err(rustix::io::Errno::AGAIN) => Ok(0),
+                Err(e) => Err(e.into()),
             };
+            let n = *read.as_ref().unwrap_or(&0);
             if self.leftover.is_empty() {
-                self.take_in(&mut scratch[..n]);
+                if n > 0 {
+                    self.take_in(&mut scratch[..n]);
+                }
             } else {
                 self.leftover.extend_from_slice(&scratch[..n]);
                 self.take_in_leftover();
             }
-            Ok(())
+            read.map(drop)
         })
     }
 

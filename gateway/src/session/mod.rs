@@ -167,7 +167,7 @@ pub struct Live {
     running: Option<Running>,
     /// Read the socket before waiting for its readiness: an unparked session whose socket turned
     /// readable (the runtime, which has just taken the socket back, may not know yet, and the
-    /// session would park again unread).
+    /// session would park again unread), or that holds bytes the parking lot read for it.
     read_first: bool,
 }
 

@@ -15,8 +15,9 @@
 //! task spawned and parked again (measured: `BENCHMARKS.md`, "Parked sessions"). So is the end
 //! of a parked session whose client closes — a valid Close frame (answered as the task would)
 //! or EOF: the session ends on the lot's thread, without its socket ever rejoining the runtime
-//! ("Connects: sockets the runtime never sees"). It reads nothing else: whatever is not one of
-//! those, whole, is left on the socket for the task.
+//! ("Connects: sockets the runtime never sees"). Whatever else it reads — any other frame, a
+//! Close it must not answer itself — it hands to the session's task, which takes it in before
+//! reading the socket ("The parking lot reads once").
 
 use std::{
     hash::BuildHasher,
@@ -42,8 +43,9 @@ use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 use super::{Finish, Live, Resting, Running, answer_to_close};
 
-/// Bytes looked at on a readable parked socket: room for a few Pongs (one is at most 131 bytes).
-const PEEK_BYTES: usize = 512;
+/// Bytes read at once from a readable parked socket: room for a few Pongs (one is at most 131
+/// bytes); a longer read is the session task's to finish.
+const READ_BYTES: usize = 512;
 /// Readiness events taken from the epoll set per wait.
 const EVENTS_PER_WAIT: usize = 256;
 /// Shards of the lot's map (a token picks its shard), so parks and unparks on different threads
@@ -85,7 +87,7 @@ enum Read {
     /// The client closed — with this code in its Close frame (1005 for none), or without a Close
     /// (`None`): the session ends.
     Ended(Option<u16>),
-    /// Anything else: the session's task must run.
+    /// Anything else: the session's task must run (and take in what the lot read for it).
     Unpark,
 }
 
@@ -236,21 +238,22 @@ impl ParkingLot {
         }
     }
 
-    /// Reads what waits on the socket of the session parked under `token` when the lot can
-    /// handle all of it: heartbeat Pongs (the client is marked heard and the socket armed
-    /// again), then maybe the client's Close (answered, as the session's task would, and the
-    /// session ended here), or EOF (the session ended). False when there is anything else (or an
-    /// error) for the task to handle.
+    /// Reads what waits on the socket of the session parked under `token` and handles it when
+    /// it can: heartbeat Pongs (the client is marked heard and the socket armed again), then
+    /// maybe the client's Close (answered, as the session's task would, and the session ended
+    /// here), or EOF (the session ended). False when there is anything else (or an error) for
+    /// the task to handle: what was read and not handled is then the session's `leftover`.
     fn read_parked(&self, token: u64) -> bool {
         let Some(slot) = self.parked.get(token) else { return false };
         let mut parked = slot.parked.lock();
-        let Some(Parked { session, .. }) = parked.as_ref() else { return false };
+        let Some(Parked { session, .. }) = parked.as_mut() else { return false };
         if !session.leftover.is_empty() {
             // Whatever comes is the rest of a frame the task holds part of.
             return false;
         }
+        let leftover = &mut session.leftover;
         let read = session.handle.with_parked_socket(|socket, clear| {
-            let read = self.read_socket(socket, token, clear);
+            let read = self.read_socket(socket, token, clear, leftover);
             (read, matches!(read, Read::Ended(_)))
         });
         match read {
@@ -280,11 +283,12 @@ impl ParkingLot {
     }
 
     /// The reading of [`read_parked`](Self::read_parked) on the socket, under its outbox's lock;
-    /// `clear`: nothing of the outbox's is to be written before an answer to a Close.
-    fn read_socket(&self, socket: &std::net::TcpStream, token: u64, clear: bool) -> Read {
+    /// `clear`: nothing of the outbox's is to be written before an answer to a Close. One read:
+    /// what it does not handle goes to `unread`, for the task.
+    fn read_socket(&self, socket: &std::net::TcpStream, token: u64, clear: bool, unread: &mut Vec<u8>) -> Read {
         let armed = |heard| if self.arm(socket, token).is_ok() { Read::Waiting { heard } } else { Read::Unpark };
-        let mut buf = [0u8; PEEK_BYTES];
-        let n = match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::PEEK) {
+        let mut buf = [0u8; READ_BYTES];
+        let n = match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::empty()) {
             Ok((n, _)) => n,
             // A stale readiness: nothing to read, wait again.
             Err(rustix::io::Errno::AGAIN) => return armed(false),
@@ -294,30 +298,21 @@ impl ParkingLot {
             // The client went away without a Close (the session's task would end it the same).
             return Read::Ended(None);
         }
-        if n == PEEK_BYTES {
-            return Read::Unpark;
-        }
         let pongs = pushgate_protocol::ws::leading_pongs(&buf[..n]);
-        let close = if pongs == n {
-            None
-        } else {
-            match pushgate_protocol::ws::lone_client_close(&mut buf[pongs..n]) {
-                Some(frame) if clear => Some(frame.map(|(code, _)| code)),
-                _ => return Read::Unpark,
-            }
-        };
-        // Read what is handled (closing with bytes unread would reset the connection).
-        let consumed = matches!(rustix::net::recv(socket, &mut buf[..n], rustix::net::RecvFlags::empty()), Ok((got, _)) if got == n);
-        match close {
-            None if consumed => armed(true),
-            None => Read::Unpark,
-            Some(code) => {
-                let (answer, recorded) = answer_to_close(code);
-                if consumed {
-                    // A client that closes and does not read is closed without the answer.
-                    let _ = rustix::net::send(socket, &answer, rustix::net::SendFlags::NOSIGNAL);
-                }
+        if pongs == n {
+            return armed(true);
+        }
+        // Unmasked on a copy: the bytes go to the task as they came if the lot cannot answer.
+        let mut rest = buf;
+        match pushgate_protocol::ws::lone_client_close(&mut rest[pongs..n]) {
+            Some(frame) if clear => {
+                let (answer, recorded) = answer_to_close(frame.map(|(code, _)| code));
+                let _ = rustix::net::send(socket, &answer, rustix::net::SendFlags::NOSIGNAL);
                 Read::Ended(Some(recorded))
+            }
+            _ => {
+                unread.extend_from_slice(&buf[pongs..n]);
+                Read::Unpark
             }
         }
     }
@@ -330,6 +325,8 @@ impl ParkingLot {
         tracing::debug!(session = %session.handle.id_string(), ?cause, "unparked");
         self.gauge.decrement(1.0);
         self.unparks.increment(1);
+        // Bytes the lot read for the task are taken in first, whichever wake came first.
+        let read_first = cause == Cause::Readable || !session.leftover.is_empty();
         let session = session.wake();
         let Some(socket) = session.handle.reclaim_parked_socket() else {
             tracing::error!("a parked session's socket was not in its outbox; ending the session");
@@ -342,7 +339,7 @@ impl ParkingLot {
                 let tasks = tracker.task_tracker().clone();
                 let running =
                     Running { session, stream: Arc::new(stream), finish, tasks: tasks.clone(), parked_before: true };
-                tasks.spawn_on(Live::new(running, cause == Cause::Readable), &self.runtime);
+                tasks.spawn_on(Live::new(running, read_first), &self.runtime);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "a parked session's socket could not rejoin the runtime");
