@@ -163,6 +163,25 @@ pub const PURGE_CHUNK: u32 = 5_000;
 /// Rows per multi-row INSERT: well under both dialects' placeholder limits (5 columns × 2000).
 pub const INSERT_CHUNK: usize = 2_000;
 
+/// Rows per INSERT of the session log. A batch is written in statements of these sizes, largest
+/// first, in one transaction: a handful of statement texts serve every batch, each prepared once
+/// per connection and cached, where a text of the batch's own length (up to 2,000 rows of 7
+/// values) was parsed and planned anew at every flush of a connect flood (`BENCHMARKS.md`,
+/// "Connects: the session log's statements prepared once").
+pub const LOG_ROWS_PER_INSERT: [usize; 4] = [250, 50, 10, 1];
+
+/// `items` cut into runs whose lengths come from `sizes` (largest first, ending in 1): as many
+/// of the largest as fit, then of the next, and so on.
+pub fn runs_of<'a, T>(items: &'a [T], sizes: &'a [usize]) -> impl Iterator<Item = &'a [T]> + 'a {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = sizes.iter().copied().find(|&size| size <= rest.len())?;
+        let (run, after) = rest.split_at(size);
+        rest = after;
+        Some(run)
+    })
+}
+
 /// The durable store. Implementations are cheap to clone handles over a pool.
 pub trait Store: Send + Sync + 'static {
     /// Stores a batch of durable user messages in one transaction: each receiver gets the next
@@ -431,6 +450,21 @@ mod tests {
 
     fn message(json: &str) -> Message {
         Message::accept(Envelope::decode(json.as_bytes(), &EnvelopeLimits::default()).unwrap(), 1_000)
+    }
+
+    #[test]
+    fn runs_take_the_largest_sizes_first_and_cover_every_item_once_in_order() {
+        let lengths =
+            |n: usize| runs_of(&(0..n).collect::<Vec<_>>(), &LOG_ROWS_PER_INSERT).map(<[_]>::len).collect::<Vec<_>>();
+        assert_eq!(lengths(0), Vec::<usize>::new());
+        assert_eq!(lengths(1), [1]);
+        assert_eq!(lengths(1_000), [250; 4]);
+        assert_eq!(lengths(313), [250, 50, 10, 1, 1, 1]);
+        for n in [7, 249, 1_234] {
+            let items: Vec<usize> = (0..n).collect();
+            let joined: Vec<usize> = runs_of(&items, &LOG_ROWS_PER_INSERT).flatten().copied().collect();
+            assert_eq!(joined, items);
+        }
     }
 
     #[test]

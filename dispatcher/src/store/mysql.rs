@@ -12,9 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
-    Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids, merge_acks, plan, receivers,
-    seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOG_ROWS_PER_INSERT, LOOKUP_CHUNK,
+    MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids,
+    merge_acks, plan, receivers, runs_of, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -244,12 +244,12 @@ impl Store for MysqlStore {
     }
 
     async fn log_sessions(&self, events: &[SessionEvent]) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        for chunk in events.chunks(INSERT_CHUNK) {
+        let mut tx = self.pool.begin().await?;
+        for run in runs_of(events, &LOG_ROWS_PER_INSERT) {
             QueryBuilder::<MySql>::new(
                 "INSERT INTO session_log (at, event, session_id, node, user_id, device_id, code) ",
             )
-            .push_values(chunk, |mut b, e| {
+            .push_values(run, |mut b, e| {
                 b.push_bind(to_i64(e.at_ms))
                     .push_bind(e.kind.name())
                     .push_bind(&e.session)
@@ -259,9 +259,10 @@ impl Store for MysqlStore {
                     .push_bind(e.kind.code().map(i32::from));
             })
             .build()
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -12,9 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK,
-    Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids, merge_acks, plan, receivers,
-    seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOG_ROWS_PER_INSERT, LOOKUP_CHUNK,
+    MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids,
+    merge_acks, plan, receivers, runs_of, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -249,12 +249,12 @@ impl Store for SqliteStore {
     }
 
     async fn log_sessions(&self, events: &[SessionEvent]) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        for chunk in events.chunks(INSERT_CHUNK) {
+        let mut tx = self.writer.begin().await?;
+        for run in runs_of(events, &LOG_ROWS_PER_INSERT) {
             QueryBuilder::<Sqlite>::new(
                 "INSERT INTO session_log (at, event, session_id, node, user_id, device_id, code) ",
             )
-            .push_values(chunk, |mut b, e| {
+            .push_values(run, |mut b, e| {
                 b.push_bind(to_i64(e.at_ms))
                     .push_bind(e.kind.name())
                     .push_bind(&e.session)
@@ -264,10 +264,10 @@ impl Store for SqliteStore {
                     .push_bind(e.kind.code().map(i32::from));
             })
             .build()
-            .persistent(false)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
