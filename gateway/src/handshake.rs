@@ -127,7 +127,7 @@ fn read_more(socket: impl AsFd, request: &mut Vec<u8>, whole: &mut bool) -> std:
 pub async fn handshake(
     node: &Arc<Node>,
     conn: Conn,
-    mut buf: Vec<u8>,
+    buf: Vec<u8>,
     peer: SocketAddr,
     full: bool,
 ) -> Result<Upgraded, HandshakeError> {
@@ -135,22 +135,19 @@ pub async fn handshake(
         // A head that is not whole in what was read is longer than the limit.
         Ok(None) => Err(Refusal::bad_request("request head too large")),
         Ok(Some(request)) if pages::is_page(node, &request) => {
-            let (method, path, query) = (request.method.to_owned(), request.path.to_owned(), request.query.to_owned());
-            let (head_len, length) = (request.head_len, request.content_length.unwrap_or(0));
+            let length = request.content_length.unwrap_or(0);
             if length > node.config.max_data_bytes + 64 * 1024 {
                 Err(Refusal::new(413, "too_large", "request body too large"))
             } else {
-                let mut stream = conn.into_registered()?;
-                while buf.len() < head_len + length {
-                    if stream.read_buf(&mut buf).await? == 0 {
-                        return Err(HandshakeError::Closed);
-                    }
-                }
-                let body = &buf[head_len..head_len + length];
-                let response = pages::respond(node, &method, &path, &query, body, peer).await;
-                stream.write_all(&response).await?;
-                let _ = stream.shutdown().await;
-                return Err(HandshakeError::Page);
+                let page = PageRequest {
+                    method: request.method.to_owned(),
+                    path: request.path.to_owned(),
+                    query: request.query.to_owned(),
+                    head_len: request.head_len,
+                    length,
+                };
+                // Boxed: a page's state is large, and every connection's set-up would carry it.
+                return Box::pin(serve_page(node, conn, buf, page, peer)).await;
             }
         }
         Ok(Some(request)) => decide(node, &request, full).map(|upgrade| (upgrade, request.head_len)),
@@ -177,6 +174,37 @@ pub async fn handshake(
             Err(HandshakeError::Refused { status: refusal.status, error: refusal.error })
         }
     }
+}
+
+/// A request for a page on the client port (see [`pages`]), its body not yet read whole.
+struct PageRequest {
+    method: String,
+    path: String,
+    query: String,
+    head_len: usize,
+    /// The body's length.
+    length: usize,
+}
+
+/// Reads a page request's body and answers it; the connection then ends.
+async fn serve_page(
+    node: &Arc<Node>,
+    conn: Conn,
+    mut buf: Vec<u8>,
+    page: PageRequest,
+    peer: SocketAddr,
+) -> Result<Upgraded, HandshakeError> {
+    let mut stream = conn.into_registered()?;
+    let end = page.head_len + page.length;
+    while buf.len() < end {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(HandshakeError::Closed);
+        }
+    }
+    let response = pages::respond(node, &page.method, &page.path, &page.query, &buf[page.head_len..end], peer).await;
+    stream.write_all(&response).await?;
+    let _ = stream.shutdown().await;
+    Err(HandshakeError::Page)
 }
 
 /// The checks of SPEC §3, in its order.

@@ -21,9 +21,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     conn::{Acceptor, Conn},
     durable::ResumePoint,
-    handshake::{Upgrade, handshake, read_request},
+    handshake::{Upgrade, Upgraded, handshake, read_request},
     metrics::{ACCEPT_ERRORS, HANDSHAKE_FAILURES},
-    node::{Entry, Node},
+    node::{Entry, Node, Permit},
     session::{ClientState, CloseRequest, Ended, Finish, Role, Session, SessionHandle},
 };
 
@@ -160,8 +160,7 @@ async fn set_up(
         Entry::Full(permit) => (permit, true),
         Entry::Shed => return,
     };
-    let upgraded = tokio::time::timeout_at(setup.deadline, handshake(&node, conn, request, peer, full)).await;
-    let upgraded = match upgraded {
+    let upgraded = match tokio::time::timeout_at(setup.deadline, handshake(&node, conn, request, peer, full)).await {
         Ok(Ok(upgraded)) => upgraded,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "handshake did not complete");
@@ -173,20 +172,37 @@ async fn set_up(
         }
     };
     node.metrics.handshake_seconds.record(setup.started.elapsed().as_secs_f64());
-    match upgraded.upgrade {
+    // Boxed apart from the handshake: each part stays under 1 KiB, a size glibc serves from its
+    // per-thread cache — one future of both took its slower path for larger blocks at every
+    // connect (`BENCHMARKS.md`, "Connects: set-up futures under 1 KiB").
+    Box::pin(open(node, upgraded, setup.slot, permit, tasks)).await;
+}
+
+/// The session of an upgraded connection: set up, then started (its set-up slot given back
+/// between the two).
+async fn open(
+    node: Arc<Node>,
+    upgraded: Upgraded,
+    slot: Option<OwnedSemaphorePermit>,
+    permit: Permit,
+    tasks: TaskTracker,
+) {
+    let Upgraded { upgrade, conn, pipelined } = upgraded;
+    let (session, finish) = match upgrade {
         Upgrade::Client { claims, last_seq, response } => {
-            let session = start_client(&node, claims, last_seq, response).await;
-            drop(setup.slot);
-            session.start(upgraded.conn, &upgraded.pipelined, Finish::new(finish_client, permit), &tasks).await;
+            (start_client(&node, claims, last_seq, response).await, Finish::new(finish_client, permit))
         }
-        Upgrade::Echo { .. } => {
-            let user = UserId::new("echo").expect("a valid user id");
-            let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
-            let session = Session::new(node.clone(), handle, Role::Echo, None);
-            drop(setup.slot);
-            session.start(upgraded.conn, &upgraded.pipelined, Finish::new(finish_echo, permit), &tasks).await;
-        }
-    }
+        Upgrade::Echo { .. } => (echo_session(&node), Finish::new(finish_echo, permit)),
+    };
+    drop(slot);
+    session.start(conn, &pipelined, finish, &tasks).await;
+}
+
+/// A session of the conformance echo endpoint.
+fn echo_session(node: &Arc<Node>) -> Session {
+    let user = UserId::new("echo").expect("a valid user id");
+    let handle = SessionHandle::new(node.registry.next_id(), user, None, now_ms(), 0, node.clock.now_ms());
+    Session::new(node.clone(), handle, Role::Echo, None)
 }
 
 /// A client session up to its first frame: registered before its cursor is read (so nothing

@@ -377,7 +377,8 @@ impl Session {
         };
         let running =
             Running { session: self, stream: Arc::new(stream), finish, tasks: tasks.clone(), parked_before: false };
-        Live::new(running, false).first_turn(tasks).await;
+        // Boxed: most sessions park above, and this future is part of every connection's set-up.
+        Box::pin(Live::new(running, false).first_turn(tasks)).await;
     }
 
     /// A new session's first turn on a bare socket, which needs no waker: its replay round when
