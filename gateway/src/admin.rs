@@ -2,17 +2,18 @@
 //! and disconnect of this node's users, `POST /v1/drain`. Every `/v1` route needs the API key
 //! when one is configured; without one (standalone) only loopback peers may call them.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State, rejection::BytesRejection},
+    body::{Body, Bytes},
+    extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures_util::StreamExt as _;
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use pushgate_protocol::{CloseCode, EnvelopeError, UserId};
@@ -29,10 +30,19 @@ use crate::{
 /// Room in a publish body beyond `data`: 1000 user ids of 128 characters and the envelope keys.
 const ENVELOPE_OVERHEAD_BYTES: usize = 160 * 1024;
 
+/// What is still read, and thrown away, of a publish body refused for its size: a socket closed
+/// with bytes unread sends a reset, which can make the client, still sending, lose the `413`
+/// (a write error instead, or a reset before the answer is read). Beyond this much, or this
+/// long, the connection is closed all the same.
+const DRAIN_REFUSED_BYTES: usize = 16 << 20;
+const DRAIN_REFUSED_TIME: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 struct AdminState {
     node: Arc<Node>,
     metrics: PrometheusHandle,
+    /// The largest publish body read.
+    body_limit: usize,
 }
 
 /// An error answer: status and `{"error","message"}` (plus `field` for envelopes).
@@ -78,7 +88,7 @@ impl From<EnvelopeError> for ApiError {
 /// The admin router.
 pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
     let body_limit = node.config.max_data_bytes + ENVELOPE_OVERHEAD_BYTES;
-    let state = AdminState { node, metrics };
+    let state = AdminState { node, metrics, body_limit };
     let api = Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/users/{user}/presence", get(presence))
@@ -158,21 +168,12 @@ async fn ready(State(state): State<AdminState>) -> Response {
     Json(json!({ "status": "ready", "sessions": node.registry.len() })).into_response()
 }
 
-async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn publish(State(state): State<AdminState>, body: Body) -> Result<Response, ApiError> {
     let refuse = |e: ApiError| {
         counter!(PUBLISH_REFUSALS, "error" => e.error).increment(1);
         e
     };
-    let body = body.map_err(|r| {
-        refuse(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError {
-                closes_connection: true,
-                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
-            }
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_envelope", r.body_text())
-        })
-    })?;
+    let body = read_body(body, state.body_limit).await.map_err(refuse)?;
     match publish::publish(&state.node, &body).await {
         Ok(published) => Ok((StatusCode::ACCEPTED, Json(published.answer())).into_response()),
         Err(PublishError::Envelope(e)) => Err(refuse(e.into())),
@@ -180,6 +181,39 @@ async fn publish(State(state): State<AdminState>, body: Result<Bytes, BytesRejec
             Err(refuse(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)))
         }
     }
+}
+
+/// A request body of at most `limit` bytes. A longer one is refused with `413` — after the rest
+/// is drained (see [`DRAIN_REFUSED_BYTES`]) — and its connection is closed.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut chunks = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_envelope", format!("request body: {e}")))?;
+        if read.len() + chunk.len() > limit {
+            let drained = tokio::time::timeout(DRAIN_REFUSED_TIME, async {
+                let mut drained = 0;
+                while let Some(Ok(chunk)) = chunks.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_REFUSED_BYTES {
+                        break;
+                    }
+                }
+            });
+            let _ = drained.await;
+            return Err(ApiError {
+                closes_connection: true,
+                ..ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body too large (at most {limit} bytes)"),
+                )
+            });
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read.into())
 }
 
 fn user_param(user: &str) -> Result<UserId, ApiError> {

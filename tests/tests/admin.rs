@@ -30,8 +30,9 @@ async fn publish_refuses_bad_envelopes_naming_the_field() {
     let (status, answer) = gw.publish(&big).await;
     assert_eq!((status, answer["error"].as_str(), answer["field"].as_str()), (413, Some("too_large"), Some("data")));
     let huge = format!(r#"{{"to":{{"all":true}},"data":"{}"}}"#, "x".repeat(1 << 20));
-    // A body over the limit is refused unread, and the answer says the connection closes, so
-    // the client's next request goes down a fresh one.
+    // A body over the limit is refused — the rest of it read and thrown away, so that the client,
+    // still sending, reads the answer rather than a reset connection — and the answer says the
+    // connection closes, so the client's next request goes down a fresh one.
     for _ in 0..3 {
         let response = gw.post("/v1/publish", huge.clone()).await;
         assert_eq!(response.status(), 413);
