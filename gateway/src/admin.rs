@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State},
+    extract::{ConnectInfo, Path, Request, State},
     http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -41,7 +41,7 @@ const DRAIN_REFUSED_TIME: Duration = Duration::from_secs(2);
 struct AdminState {
     node: Arc<Node>,
     metrics: PrometheusHandle,
-    /// The largest publish body read.
+    /// The largest publish body read (`read_body`; no other route reads a body).
     body_limit: usize,
 }
 
@@ -94,7 +94,6 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .route("/v1/users/{user}/presence", get(presence))
         .route("/v1/users/{user}/disconnect", post(disconnect))
         .route("/v1/drain", post(start_drain))
-        .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .route("/metrics", get(render_metrics))

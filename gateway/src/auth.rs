@@ -36,8 +36,8 @@ pub enum TokenError {
 ///
 /// Tokens are verified here rather than by `jsonwebtoken::decode`, which derives the HMAC key
 /// from the secret, parses the header twice and the claims twice on every call: with the key's
-/// state computed once and each part parsed once, a check costs about a third
-/// (`BENCHMARKS.md`, "Connects: tokens checked with a key prepared once"). Minting, which only
+/// state computed once and each part parsed once, a check costs less than half (`BENCHMARKS.md`,
+/// "Connects: the session log's statements, the token check, set-up futures under 1 KiB"). Minting, which only
 /// the `token` subcommand and tests do, stays with `jsonwebtoken`.
 pub struct Auth {
     /// HMAC-SHA256 keyed with the secret, cloned for each check.

@@ -174,7 +174,8 @@ async fn set_up(
     node.metrics.handshake_seconds.record(setup.started.elapsed().as_secs_f64());
     // Boxed apart from the handshake: each part stays under 1 KiB, a size glibc serves from its
     // per-thread cache — one future of both took its slower path for larger blocks at every
-    // connect (`BENCHMARKS.md`, "Connects: set-up futures under 1 KiB").
+    // connect (`BENCHMARKS.md`, "Connects: the session log's statements, the token check, set-up
+    // futures under 1 KiB").
     Box::pin(open(node, upgraded, setup.slot, permit, tasks)).await;
 }
 

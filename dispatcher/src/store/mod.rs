@@ -167,7 +167,7 @@ pub const INSERT_CHUNK: usize = 2_000;
 /// first, in one transaction: a handful of statement texts serve every batch, each prepared once
 /// per connection and cached, where a text of the batch's own length (up to 2,000 rows of 7
 /// values) was parsed and planned anew at every flush of a connect flood (`BENCHMARKS.md`,
-/// "Connects: the session log's statements prepared once").
+/// "Connects: the session log's statements, the token check, set-up futures under 1 KiB").
 pub const LOG_ROWS_PER_INSERT: [usize; 4] = [250, 50, 10, 1];
 
 /// `items` cut into runs whose lengths come from `sizes` (largest first, ending in 1): as many
