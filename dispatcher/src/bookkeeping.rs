@@ -35,6 +35,8 @@ pub struct Bookkeeping {
     acks: Mutex<HashMap<(UserId, Option<DeviceId>), u64>>,
     events: Mutex<Vec<SessionEvent>>,
     wake: Notify,
+    /// Held by the flush under way (see [`write_pending`](Self::write_pending)).
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Bookkeeping {
@@ -94,15 +96,25 @@ impl Bookkeeping {
 
     /// Writes what is pending to the store. On failure it stays pending for the next flush.
     pub async fn flush<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+        self.write_pending(async |batch: &EventBatch| {
+            store.save_acks(&batch.acks, pushgate_protocol::now_ms()).await?;
+            store.log_sessions(&batch.sessions).await
+        })
+        .await
+    }
+
+    /// Hands what is pending to `write` (the store, or the dispatchers in cluster mode), one
+    /// flush at a time: a flush waits for the one under way, so the last flush at shutdown
+    /// returns only once everything taken before it is written too — a flush that found nothing
+    /// left while another was still writing let the node exit with that batch unwritten. On
+    /// failure the batch stays pending for the next flush.
+    pub async fn write_pending<E>(&self, write: impl AsyncFnOnce(&EventBatch) -> Result<(), E>) -> Result<(), E> {
+        let _one_at_a_time = self.writing.lock().await;
         let batch = self.take();
         if batch.acks.is_empty() && batch.sessions.is_empty() {
             return Ok(());
         }
-        let written = async {
-            store.save_acks(&batch.acks, pushgate_protocol::now_ms()).await?;
-            store.log_sessions(&batch.sessions).await
-        };
-        if let Err(e) = written.await {
+        if let Err(e) = write(&batch).await {
             self.restore(batch);
             return Err(e);
         }

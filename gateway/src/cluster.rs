@@ -28,7 +28,7 @@ use pushgate_dispatcher::{
 };
 use pushgate_protocol::{
     ChannelName, CloseCode, UserId,
-    cluster::{Control, NodeDelivery, names},
+    cluster::{Control, EventBatch, NodeDelivery, names},
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -290,25 +290,18 @@ async fn publish_events(node: Arc<Node>, stop: CancellationToken) {
 
 /// One batch of acks and session events to the dispatchers; restored if the broker refuses it.
 pub async fn flush_events(node: &Node, cluster: &Cluster) {
-    let batch = node.durable.book.take();
-    if batch.acks.is_empty() && batch.sessions.is_empty() {
-        return;
-    }
     let properties = BasicProperties::default().with_content_type("application/json".into());
-    let sent = cluster
-        .amqp
-        .publish(
-            names::EVENTS_EXCHANGE,
-            topology::EVENTS_KEY,
-            &batch.encode(),
-            properties,
-            true,
-            Duration::from_secs(5),
-        )
+    let sent = node
+        .durable
+        .book
+        .write_pending(async |batch: &EventBatch| {
+            let body = batch.encode();
+            let timeout = Duration::from_secs(5);
+            cluster.amqp.publish(names::EVENTS_EXCHANGE, topology::EVENTS_KEY, &body, properties, true, timeout).await
+        })
         .await;
     if let Err(e) = sent {
         tracing::warn!(error = %e, "sending acks and session events failed; will retry");
-        node.durable.book.restore(batch);
     }
 }
 

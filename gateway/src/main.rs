@@ -174,15 +174,18 @@ fn run(config: Config) -> ExitCode {
             gateway.admin_addr,
             gateway.node().node_id
         );
+        // One wait for the drain (started by a signal or `POST /v1/drain`) and its final flush:
+        // two of them raced, and the one that found nothing left to write ended the process
+        // while the other was still writing the last session events.
         tokio::select! {
-            () = signals(&gateway) => {}
             () = gateway.drained() => {}
+            () = signals(&gateway) => {}
         }
         ExitCode::SUCCESS
     })
 }
 
-/// The first SIGTERM or SIGINT drains; a second one exits at once.
+/// The first SIGTERM or SIGINT starts the drain; a second one returns (exit at once).
 async fn signals(gateway: &pushgate_gateway::Gateway) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -192,9 +195,6 @@ async fn signals(gateway: &pushgate_gateway::Gateway) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::info!("signal received: draining (send it again to exit at once)");
     gateway.drain();
-    tokio::select! {
-        () = gateway.drained() => {}
-        _ = term.recv() => tracing::warn!("second signal: exiting without waiting for the drain"),
-        _ = int.recv() => tracing::warn!("second signal: exiting without waiting for the drain"),
-    }
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::warn!("second signal: exiting without waiting for the drain");
 }

@@ -74,6 +74,37 @@ async fn the_drain_endpoint_drains_and_exits() {
     assert_drains(&mut gw, clients, Duration::from_secs(2)).await;
 }
 
+/// The session events still pending at SIGTERM are written before the process exits: with the
+/// periodic flush at its slowest (1 s), the final flush writes them (two final flushes once raced, and
+/// the one that found nothing left ended the process while the other was writing).
+#[tokio::test]
+async fn the_last_session_events_are_written_before_exit() {
+    let mut gw = Gateway::start_with(GatewayOptions::default().set("ack_flush_interval", "1s")).await;
+    let mut clients = join_all((0..50).map(|i| {
+        let gw = &gw;
+        async move { gw.connect(&format!("last{i}")).await }
+    }))
+    .await;
+    for client in &mut clients {
+        client.close().await;
+    }
+    gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).await.success());
+    let db = format!("sqlite://{}", gw.data_dir.join("inbox.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let lines: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event, COUNT(*) FROM session_log GROUP BY event ORDER BY event")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        lines,
+        [("close".to_owned(), 50), ("open".to_owned(), 50)],
+        "every open and close is in the session log"
+    );
+}
+
 #[tokio::test]
 async fn an_idle_node_exits_promptly_on_sigterm() {
     let mut gw = Gateway::start().await;
