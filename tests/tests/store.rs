@@ -19,6 +19,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A store of the given kind, with whatever keeps it alive.
 struct Fixture {
     store: AnyStore,
+    url: String,
     _db: Option<TestDatabase>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -28,11 +29,11 @@ async fn fixture(kind: &str) -> Fixture {
         "sqlite" => {
             let dir = tempfile::tempdir().unwrap();
             let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
-            Fixture { store: AnyStore::open(&url, 4).await.unwrap(), _db: None, _dir: Some(dir) }
+            Fixture { store: AnyStore::open(&url, 4).await.unwrap(), url, _db: None, _dir: Some(dir) }
         }
         _ => {
             let db = TestDatabase::create().await;
-            Fixture { store: AnyStore::open(&db.url, 8).await.unwrap(), _db: Some(db), _dir: None }
+            Fixture { store: AnyStore::open(&db.url, 8).await.unwrap(), url: db.url.clone(), _db: Some(db), _dir: None }
         }
     }
 }
@@ -259,20 +260,84 @@ async fn concurrent_writers_never_reuse_or_skip_a_seq(kind: &str) {
 
 async fn the_session_log_records_opens_and_closes(kind: &str) {
     let f = fixture(kind).await;
-    let event = |kind| SessionEvent {
-        at_ms: now_ms(),
-        kind,
-        session: "0123456789abcdef".into(),
-        node: "node-1".into(),
-        user: UserId::new("u").unwrap(),
-        device: Some(DeviceId::new("d").unwrap()),
-    };
-    f.store
-        .log_sessions(&[event(SessionEventKind::Open), event(SessionEventKind::Close { code: 4001 })])
-        .await
-        .unwrap();
+    // 313 lines: more than one statement's worth where a batch is cut into statements (MySQL), in
+    // one value where it is not (SQLite); ids at the contract's edges and a node name that needs
+    // escaping.
+    let events: Vec<SessionEvent> = (0..313u64)
+        .map(|i| SessionEvent {
+            at_ms: now_ms() - 313 + i,
+            kind: if i % 3 == 2 {
+                SessionEventKind::Close { code: 4000 + (i % 7) as u16 }
+            } else {
+                SessionEventKind::Open
+            },
+            session: format!("{i:016x}"),
+            node: format!("node \"{}\" \\ é", i % 2),
+            user: UserId::new(&if i % 5 == 0 { "42".to_owned() } else { format!("user-{i}") }).unwrap(),
+            device: (i % 4 != 0).then(|| DeviceId::new(&format!("dev.{i}")).unwrap()),
+        })
+        .collect();
+    f.store.log_sessions(&events).await.unwrap();
+    f.store.log_sessions(&[]).await.unwrap();
+    let written = session_log(kind, &f.url).await;
+    let expected: Vec<LogLine> = events
+        .iter()
+        .map(|e| {
+            let device = e.device.as_ref().map(|d| d.as_str().to_owned());
+            let code = e.kind.code().map(i32::from);
+            (
+                e.at_ms as i64,
+                e.kind.name().to_owned(),
+                e.session.clone(),
+                e.node.clone(),
+                e.user.as_str().to_owned(),
+                device,
+                code,
+            )
+        })
+        .collect();
+    assert_eq!(written.len(), expected.len(), "every line was written once");
+    for (i, (line, want)) in written.iter().zip(&expected).enumerate() {
+        assert_eq!(line, want, "line {i}, in the batch's order");
+    }
+    // The purge takes the lines older than its cut-off and keeps the rest.
+    let purged = f.store.purge(now_ms(), 0, events[100].at_ms).await.unwrap();
+    assert_eq!(purged.session_log, 100, "the lines before the cut-off go");
+    assert_eq!(session_log(kind, &f.url).await, expected[100..], "the lines after it stay");
     let purged = f.store.purge(now_ms(), 0, now_ms() + 1).await.unwrap();
-    assert_eq!(purged.session_log, 2, "both lines were written (and are purged once old)");
+    assert_eq!(purged.session_log, 213, "every line is purged once old");
+    assert!(session_log(kind, &f.url).await.is_empty());
+    // Lines written after a purge that emptied the log are purged the same way.
+    f.store.log_sessions(&events[..10]).await.unwrap();
+    let purged = f.store.purge(now_ms(), 0, events[5].at_ms).await.unwrap();
+    assert_eq!(purged.session_log, 5);
+    assert_eq!(session_log(kind, &f.url).await, expected[5..10]);
+}
+
+/// One session log line as stored: at, event, session, node, user, device, code.
+type LogLine = (i64, String, String, String, String, Option<String>, Option<i32>);
+
+/// The session log, in the order it was written.
+async fn session_log(kind: &str, url: &str) -> Vec<LogLine> {
+    match kind {
+        "sqlite" => {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::query_as("SELECT at, event, session_id, node, user_id, device_id, code FROM session_log ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+        _ => {
+            // The test databases' columns come back as binary strings; read them as text.
+            let pool = sqlx::MySqlPool::connect(url).await.unwrap();
+            let text = |c: &str| format!("CONVERT({c} USING utf8mb4)");
+            let columns = ["event", "session_id", "node", "user_id", "device_id"].map(text).join(", ");
+            sqlx::query_as(&format!("SELECT at, {columns}, code FROM session_log ORDER BY id"))
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    }
 }
 
 /// Gateways and dispatchers of a new cluster start together against an empty database: every one

@@ -29,6 +29,15 @@ const CURSOR_LOOKUP: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device
      WHERE user_id IN (SELECT value FROM json_each(?1)) AND device_id IN (SELECT value FROM json_each(?2)) \
      UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (SELECT value FROM json_each(?1))";
 
+/// The session log's purge (`?1` the time before which lines go, `?2` the chunk), without an
+/// index by time: lines are appended in time order, so the old ones are those before the first
+/// recent line in id order, which a scan from the front finds after reading only the old ones
+/// (and at once when there are none). A line written a moment out of order (threads racing,
+/// a clock stepped back) goes with the next purge after the lines before it.
+const PURGE_SESSION_LOG: &str = "DELETE FROM session_log WHERE id IN (SELECT id FROM session_log WHERE id < COALESCE(\
+     (SELECT id FROM session_log WHERE at >= ?1 ORDER BY id LIMIT 1), (SELECT MAX(id) FROM session_log) + 1) \
+     ORDER BY id LIMIT ?2)";
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
@@ -294,11 +303,7 @@ impl Store for SqliteStore {
                 to_i64(idempotency_before_ms),
                 &mut purged.idempotency,
             ),
-            (
-                "DELETE FROM session_log WHERE id IN (SELECT id FROM session_log WHERE at < ? LIMIT ?)",
-                to_i64(log_before_ms),
-                &mut purged.session_log,
-            ),
+            (PURGE_SESSION_LOG, to_i64(log_before_ms), &mut purged.session_log),
         ];
         for (sql, before, count) in chunks {
             loop {
