@@ -29,14 +29,17 @@ const CURSOR_LOOKUP: &str = "SELECT user_id, device_id, acked_seq, 0 FROM device
      WHERE user_id IN (SELECT value FROM json_each(?1)) AND device_id IN (SELECT value FROM json_each(?2)) \
      UNION ALL SELECT user_id, NULL, last_seq, acked_seq FROM user_heads WHERE user_id IN (SELECT value FROM json_each(?1))";
 
-/// The session log's purge (`?1` the time before which lines go, `?2` the chunk), without an
-/// index by time: lines are appended in time order, so the old ones are those before the first
-/// recent line in id order, which a scan from the front finds after reading only the old ones
-/// (and at once when there are none). A line written a moment out of order (threads racing,
-/// a clock stepped back) goes with the next purge after the lines before it.
-const PURGE_SESSION_LOG: &str = "DELETE FROM session_log WHERE id IN (SELECT id FROM session_log WHERE id < COALESCE(\
-     (SELECT id FROM session_log WHERE at >= ?1 ORDER BY id LIMIT 1), (SELECT MAX(id) FROM session_log) + 1) \
-     ORDER BY id LIMIT ?2)";
+/// Where the session log's old lines end (`?1` the time before which lines go): the id of the
+/// first recent line, or past the last line when all are old. There is no index by time: lines
+/// are appended in time order, so the old ones are at the front, and a scan from the front finds
+/// the first recent one after reading only the old ones (at once when there are none). Looked up
+/// once per purge; the chunks then delete by id, each a range of the table's own order. A line
+/// written a moment out of order (threads racing, a clock stepped back) goes with a later purge.
+const SESSION_LOG_OLD_END: &str = "SELECT COALESCE((SELECT id FROM session_log WHERE at >= ?1 ORDER BY id LIMIT 1), \
+     (SELECT MAX(id) FROM session_log) + 1, 0)";
+/// One chunk of the session log's purge: the first lines before the id [`SESSION_LOG_OLD_END`] found.
+const PURGE_SESSION_LOG: &str =
+    "DELETE FROM session_log WHERE id IN (SELECT id FROM session_log WHERE id < ? ORDER BY id LIMIT ?)";
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -287,6 +290,8 @@ impl Store for SqliteStore {
 
     async fn purge(&self, now_ms: u64, idempotency_before_ms: u64, log_before_ms: u64) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
+        let log_old_end: i64 =
+            sqlx::query_scalar(SESSION_LOG_OLD_END).bind(to_i64(log_before_ms)).fetch_one(&self.writer).await?;
         let chunks: [(&str, i64, &mut u64); 4] = [
             (
                 "DELETE FROM inbox WHERE (user_id, seq) IN (SELECT user_id, seq FROM inbox WHERE expires_at <= ? LIMIT ?)",
@@ -303,7 +308,7 @@ impl Store for SqliteStore {
                 to_i64(idempotency_before_ms),
                 &mut purged.idempotency,
             ),
-            (PURGE_SESSION_LOG, to_i64(log_before_ms), &mut purged.session_log),
+            (PURGE_SESSION_LOG, log_old_end, &mut purged.session_log),
         ];
         for (sql, before, count) in chunks {
             loop {
