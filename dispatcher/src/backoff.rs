@@ -1,10 +1,11 @@
 //! Exponential backoff with full jitter, for every reconnect loop: each wait is a random time
 //! up to the current ceiling, which doubles up to a maximum, so that many processes reconnecting
-//! to a restarted backend do not arrive together.
+//! to a restarted backend do not arrive together; and [`retry`], an attempt repeated with it.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -32,6 +33,27 @@ impl Backoff {
     /// After a success: start small again.
     pub fn reset(&mut self) {
         self.ceiling = self.first;
+    }
+}
+
+/// Retries `attempt` with backoff until it succeeds or `stop` is cancelled (then `None`).
+pub async fn retry<T, E: std::fmt::Display, F, Fut>(what: &str, stop: &CancellationToken, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::select! {
+                    () = backoff.wait() => {}
+                    () = stop.cancelled() => return None,
+                }
+            }
+        }
     }
 }
 

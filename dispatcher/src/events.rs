@@ -2,7 +2,7 @@
 //! are written to MySQL in batches — acks merged to the highest per device — then session
 //! lifecycle events are republished on `pushgate.lifecycle` (topic, routing keys `session.open`
 //! and `session.close`, JSON bodies) for backends that bind a queue to it, and only then are the
-//! event messages acked.
+//! event messages acked. A malformed event message is dead-lettered (`bad_event: …`).
 
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     amqp::Amqp,
-    backoff::Backoff,
+    backoff::retry,
+    dead_letter,
     store::{AnyStore, Store},
 };
 
@@ -38,32 +39,32 @@ pub async fn run(amqp: Amqp, store: AnyStore, stop: CancellationToken) {
                 _ => break,
             }
         }
+        // A malformed message (not from a gateway of this version) is set aside at once.
         let mut merged = EventBatch::default();
+        let mut taken = Vec::with_capacity(batch.len());
         for delivery in &batch {
             match EventBatch::decode(&delivery.data) {
                 Ok(events) => {
                     merged.acks.extend(events.acks);
                     merged.sessions.extend(events.sessions);
+                    taken.push(delivery);
                 }
-                Err(e) => tracing::warn!(error = %e, "dropping a malformed event message"),
+                Err(e) => {
+                    if !dead_letter::publish(&amqp, delivery, &format!("bad_event: {e}"), &stop).await {
+                        return;
+                    }
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                }
             }
         }
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-        loop {
-            let written = async {
-                store.save_acks(&merged.acks, pushgate_protocol::now_ms()).await?;
-                store.log_sessions(&merged.sessions).await
-            };
-            match written.await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing events failed; retrying");
-                    tokio::select! {
-                        () = backoff.wait() => {}
-                        () = stop.cancelled() => return,
-                    }
-                }
-            }
+        let (store, merged) = (&store, &merged);
+        let written = retry("writing events", &stop, || async move {
+            store.save_acks(&merged.acks, pushgate_protocol::now_ms()).await?;
+            store.log_sessions(&merged.sessions).await
+        })
+        .await;
+        if written.is_none() {
+            return; // stopping: the batch is redelivered
         }
         let amqp = &amqp;
         join_all(merged.sessions.iter().map(|event| async move {
@@ -77,7 +78,7 @@ pub async fn run(amqp: Amqp, store: AnyStore, stop: CancellationToken) {
             }
         }))
         .await;
-        for delivery in &batch {
+        for delivery in taken {
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         }
     }

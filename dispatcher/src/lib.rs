@@ -11,7 +11,8 @@
 //! - [`amqp`], [`topology`]: RabbitMQ as an actor with reconnects, and what is declared on it;
 //! - [`presence`]: the Redis presence directory; [`bus`]: channel and broadcast fan-out over
 //!   Redis pub/sub;
-//! - [`router`]: the dispatcher's ingest — validate, store, route, ack; [`events`]: acks and
+//! - [`router`]: the dispatcher's ingest — validate, store, route, ack; [`dead_letter`]: what is
+//!   refused goes to `pushgate.dead` with the reason; [`events`]: acks and
 //!   session events from gateways into MySQL, lifecycle events out to backends;
 //! - [`service`]: the dispatcher process (config, start, admin listener);
 //! - [`settings`]: the configuration layers both binaries read; [`telemetry`]: logs and metrics;
@@ -21,6 +22,7 @@ pub mod amqp;
 pub mod backoff;
 pub mod bookkeeping;
 pub mod bus;
+pub mod dead_letter;
 pub mod events;
 pub mod ingest;
 pub mod message;

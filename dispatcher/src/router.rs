@@ -9,7 +9,7 @@
 //! A backend that is down makes the batch wait and retry (with backoff) rather than drop
 //! anything: RabbitMQ holds the rest of the partition meanwhile.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use lapin::{BasicProperties, message::Delivery, options::BasicAckOptions, types::FieldTable};
 use metrics::counter;
@@ -24,15 +24,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Message,
     amqp::{Amqp, AmqpError},
-    backoff::Backoff,
-    bus,
+    backoff::{Backoff, retry},
+    bus, dead_letter,
     presence::Directory,
     store::{AnyStore, Appended, Store},
-    topology,
 };
 
 pub const INGESTED: &str = "pushgate_ingest_messages_total";
-pub const DEAD_LETTERS: &str = "pushgate_dead_letters_total";
 pub const ROUTED: &str = "pushgate_routed_deliveries_total";
 
 /// Named bounds of the ingest.
@@ -64,27 +62,6 @@ impl std::fmt::Debug for Router {
 enum Item {
     Accepted(Message),
     Dead(String),
-}
-
-/// Retries `attempt` with backoff until it succeeds or `stop` is cancelled (then `None`).
-async fn retry<T, E: std::fmt::Display, F, Fut>(what: &str, stop: &CancellationToken, mut attempt: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-    loop {
-        match attempt().await {
-            Ok(value) => return Some(value),
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} failed; retrying");
-                tokio::select! {
-                    () = backoff.wait() => {}
-                    () = stop.cancelled() => return None,
-                }
-            }
-        }
-    }
 }
 
 impl Router {
@@ -135,7 +112,7 @@ impl Router {
         // Refused envelopes: into the dead-letter queue, with the reason.
         for (delivery, item) in batch.iter().zip(&items) {
             if let Item::Dead(reason) = item
-                && !self.dead_letter(delivery, reason, stop).await
+                && !self.refuse(delivery, reason, stop).await
             {
                 return;
             }
@@ -166,7 +143,7 @@ impl Router {
                         match appended.next() {
                             Some(Ok(a)) => a.seqs,
                             Some(Err(reason)) => {
-                                if !self.dead_letter(delivery, &reason, stop).await {
+                                if !self.refuse(delivery, &reason, stop).await {
                                     return;
                                 }
                                 continue;
@@ -312,23 +289,12 @@ impl Router {
         }
     }
 
-    /// Publishes the envelope to `pushgate.dead` with the reason; false when stopping first.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str, stop: &CancellationToken) -> bool {
-        let headers = topology::dead_letter_headers(delivery.properties.headers().as_ref(), reason);
-        let mut properties = BasicProperties::default().with_headers(headers);
-        if let Some(content_type) = delivery.properties.content_type() {
-            properties = properties.with_content_type(content_type.clone());
-        }
-        let kind = reason.split(':').next().unwrap_or("unknown").to_owned();
-        let sent = retry("dead-lettering", stop, || {
-            self.amqp.publish("", names::DEAD_QUEUE, &delivery.data, properties.clone(), true, Duration::from_secs(5))
-        })
-        .await;
-        if sent.is_some() {
-            counter!(DEAD_LETTERS, "reason" => kind).increment(1);
+    /// Dead-letters a refused envelope (counted as ingested, "dead"); false when stopping first.
+    async fn refuse(&self, delivery: &Delivery, reason: &str, stop: &CancellationToken) -> bool {
+        let sent = dead_letter::publish(&self.amqp, delivery, reason, stop).await;
+        if sent {
             counter!(INGESTED, "result" => "dead").increment(1);
-            tracing::info!(reason, "dead-lettered an envelope");
         }
-        sent.is_some()
+        sent
     }
 }

@@ -10,7 +10,7 @@
 use lapin::{
     Channel, ExchangeKind,
     options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+    types::{AMQPValue, FieldTable, ShortString},
 };
 use pushgate_protocol::cluster::names;
 
@@ -132,11 +132,4 @@ pub async fn declare_node_queue(channel: &Channel, node: &str) -> Result<(), lap
             FieldTable::default(),
         )
         .await
-}
-
-/// Headers of a dead letter: why, plus the original headers.
-pub fn dead_letter_headers(original: Option<&FieldTable>, reason: &str) -> FieldTable {
-    let mut headers = original.cloned().unwrap_or_default();
-    headers.insert(names::ERROR_HEADER.into(), AMQPValue::LongString(LongString::from(reason)));
-    headers
 }

@@ -270,7 +270,7 @@ async fn the_admin_api_disconnects_a_user_on_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_backends() {
+async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_backends_past_a_malformed_event() {
     let cluster = TestCluster::start(3, 1).await;
     // A backend listens to session lifecycle events.
     let connection = cluster.vhost.connect().await;
@@ -302,6 +302,20 @@ async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_back
         )
         .await
         .unwrap();
+    // An event message no gateway wrote comes first: it is dead-lettered, the rest still flows.
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel
+        .basic_publish(
+            "pushgate.events".into(),
+            "events".into(),
+            BasicPublishOptions::default(),
+            br#"{"acks":"nope"}"#,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let g0 = &cluster.gateways[0];
     let mut c = g0.connect_token(&g0.token("acker", Some("phone"), &[])).await;
     for n in 0..5 {
@@ -330,4 +344,17 @@ async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_back
     }
     assert_eq!(kinds[0], ("session.open".to_owned(), "open".to_owned()));
     assert_eq!(kinds[1].0, "session.close");
+    let mut dead = channel
+        .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&d.data[..], br#"{"acks":"nope"}"#, "the body is kept as it was");
+    let reason = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-pushgate-error")) {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert!(reason.starts_with("bad_event: "), "{reason}");
+    let metrics = cluster.dispatchers[0].metrics().await;
+    assert!(metrics.contains(r#"pushgate_dead_letters_total{reason="bad_event"} 1"#), "{metrics}");
 }
