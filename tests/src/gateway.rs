@@ -214,13 +214,20 @@ impl Gateway {
         parse_metric(&self.metrics().await, name, labels)
     }
 
-    /// Waits until a metric satisfies `ok`.
+    /// Waits until a metric satisfies `ok`; a timeout's panic says the last value seen.
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], ok: impl Fn(f64) -> bool) -> f64 {
-        eventually(WAIT, &format!("metric {name}{labels:?}"), || async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
             let v = self.metric(name, labels).await;
-            ok(v).then_some(v)
-        })
-        .await
+            if ok(v) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for metric {name}{labels:?}; the last value was {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sends a signal (`TERM`, `KILL`, …) to the process.

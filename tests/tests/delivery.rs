@@ -256,6 +256,7 @@ async fn bytes_out_counts_every_byte_of_frames_the_outbox_wrote_partly_at_once()
     // Only the 101 answer and the welcome (one write) were written so far (the counter may
     // trail the bytes by a moment).
     let before = (answer + welcome.wire_len) as f64;
+    eprintln!("bytes out: the 101 answer is {answer} bytes, the welcome {}", welcome.wire_len);
     gw.wait_metric("pushgate_bytes_out_total", &[], |v| v == before).await;
     let blob = "b".repeat(500_000);
     for n in 0..12 {
@@ -272,5 +273,7 @@ async fn bytes_out_counts_every_byte_of_frames_the_outbox_wrote_partly_at_once()
         assert_eq!((m["type"].as_str(), m["data"]["n"].as_u64()), (Some("message"), Some(n)));
         received += frame.wire_len;
     }
-    gw.wait_metric("pushgate_bytes_out_total", &[], |v| v - before == received as f64).await;
+    let expected = before + received as f64;
+    eprintln!("bytes out: {before} before the messages, {received} of messages read, {expected} in all");
+    gw.wait_metric("pushgate_bytes_out_total", &[], |v| v == expected).await;
 }
