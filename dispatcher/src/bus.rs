@@ -9,6 +9,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::StreamExt;
+use metrics::counter;
 use pushgate_protocol::{
     ChannelName,
     cluster::{BusMessage, Control},
@@ -17,6 +18,9 @@ use redis::{AsyncCommands as _, aio::ConnectionManager};
 use tokio::sync::mpsc;
 
 use crate::{backoff::Backoff, presence::Keys};
+
+/// Messages on the bus that no pushgate process wrote (they cannot be decoded), dropped.
+pub const BUS_MALFORMED: &str = "pushgate_bus_malformed_total";
 
 /// Publishes a channel or broadcast message.
 pub async fn publish(redis: &mut ConnectionManager, keys: &Keys, message: &BusMessage) -> redis::RedisResult<()> {
@@ -185,17 +189,22 @@ async fn own(url: String, keys: Keys, mut commands: mpsc::UnboundedReceiver<Comm
                         break;
                     };
                     let event = if message.get_channel_name() == keys.control() {
-                        Control::decode(message.get_payload_bytes()).map(BusEvent::Control).ok()
+                        Control::decode(message.get_payload_bytes()).map(BusEvent::Control)
                     } else {
-                        BusMessage::decode(message.get_payload_bytes()).map(BusEvent::Message).ok()
+                        BusMessage::decode(message.get_payload_bytes()).map(BusEvent::Message)
                     };
                     match event {
-                        Some(event) => {
+                        Ok(event) => {
                             if events.send(event).await.is_err() {
                                 return;
                             }
                         }
-                        None => tracing::warn!(topic = %message.get_channel_name(), "dropping a malformed bus message"),
+                        // Not from a pushgate process of this version: nothing to deliver, so it
+                        // is counted and logged with why.
+                        Err(e) => {
+                            counter!(BUS_MALFORMED).increment(1);
+                            tracing::warn!(topic = %message.get_channel_name(), error = %e, "dropping a malformed bus message");
+                        }
                     }
                 }
             }

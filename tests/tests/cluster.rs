@@ -83,7 +83,7 @@ async fn channel_subscribers_on_three_nodes_each_get_a_message_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broadcast_reaches_every_session_on_every_node() {
+async fn a_broadcast_reaches_every_session_on_every_node_past_a_malformed_bus_message() {
     let cluster = TestCluster::start(3, 1).await;
     let mut clients = Vec::new();
     for (i, gw) in cluster.gateways.iter().enumerate() {
@@ -91,6 +91,16 @@ async fn a_broadcast_reaches_every_session_on_every_node() {
             let user = format!("b-{i}-{j}");
             clients.push((user.clone(), gw.connect(&user).await));
         }
+    }
+    // Something that is not a pushgate message on the broadcast topic: every node counts it
+    // and drops it, and what follows is delivered.
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", "6379", "publish", &format!("{}:all", cluster.name), "{not a bus message"])
+        .output()
+        .expect("redis-cli");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "three nodes listen on the broadcast topic");
+    for gw in &cluster.gateways {
+        gw.wait_metric("pushgate_bus_malformed_total", &[], |v| v == 1.0).await;
     }
     publish(&cluster, 0, json!({"to": {"all": true}, "data": "everyone"})).await;
     join_all(clients.iter_mut().map(|(user, c)| {
