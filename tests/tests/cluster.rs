@@ -167,10 +167,16 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     let mut headers = FieldTable::default();
     headers.insert("trace".into(), AMQPValue::LongString("t-1".into()));
-    for (key, body) in [
-        ("x", b"{not json".to_vec()),
-        ("x", br#"{"to":{"users":["bad id"]},"data":1}"#.to_vec()),
-        ("after-poison", br#"{"to":{"users":["after-poison"]},"data":"fine"}"#.to_vec()),
+    // Headers just under what one AMQP frame holds (131,064 bytes): with the reason added they
+    // would not fit, so the dead letter leaves them out rather than failing to publish again and
+    // again (which stalled the dispatcher) — on the same partition as the good message after it.
+    let mut huge_headers = FieldTable::default();
+    huge_headers.insert("padding".into(), AMQPValue::LongString("p".repeat(131_000).into()));
+    for (key, body, headers) in [
+        ("x", b"{not json".to_vec(), &headers),
+        ("x", br#"{"to":{"users":["bad id"]},"data":1}"#.to_vec(), &headers),
+        ("after-poison", b"{not json, padded".to_vec(), &huge_headers),
+        ("after-poison", br#"{"to":{"users":["after-poison"]},"data":"fine"}"#.to_vec(), &headers),
     ] {
         channel
             .basic_publish(
@@ -191,21 +197,26 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
         .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    let mut reasons = Vec::new();
-    for _ in 0..2 {
+    let mut dead_letters = HashMap::new();
+    for _ in 0..3 {
         let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
         let headers = d.properties.headers().clone().unwrap();
         let reason = match headers.inner().get("x-pushgate-error") {
             Some(AMQPValue::LongString(s)) => s.to_string(),
             other => panic!("no reason header: {other:?}"),
         };
-        assert!(matches!(headers.inner().get("trace"), Some(AMQPValue::LongString(_))), "original headers kept");
-        reasons.push((String::from_utf8_lossy(&d.data).to_string(), reason));
+        dead_letters.insert(String::from_utf8_lossy(&d.data).to_string(), (reason, headers));
     }
-    reasons.sort();
-    assert!(reasons[0].1.starts_with("bad_field: to.users"), "{reasons:?}");
-    assert!(reasons[1].1.starts_with("not_json"), "{reasons:?}");
-    assert_eq!(reasons[1].0, "{not json", "the body is kept as it was");
+    let (reason, headers) = &dead_letters["{not json"];
+    assert!(reason.starts_with("not_json"), "{reason}");
+    assert!(matches!(headers.inner().get("trace"), Some(AMQPValue::LongString(_))), "original headers kept");
+    let (reason, headers) = &dead_letters[r#"{"to":{"users":["bad id"]},"data":1}"#];
+    assert!(reason.starts_with("bad_field: to.users"), "{reason}");
+    assert!(matches!(headers.inner().get("trace"), Some(AMQPValue::LongString(_))), "original headers kept");
+    let (reason, headers) = &dead_letters["{not json, padded"];
+    assert!(reason.starts_with("not_json"), "{reason}");
+    assert!(!headers.contains_key("padding"), "headers too large to keep are left out");
+    assert_eq!(headers.inner().get("x-pushgate-headers-dropped"), Some(&AMQPValue::Boolean(true)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,20 +323,25 @@ async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_back
         )
         .await
         .unwrap();
-    // An event message no gateway wrote comes first: it is dead-lettered, the rest still flows.
+    // Event messages no gateway wrote come first: they are dead-lettered, the rest still flows.
+    // The second one's decode error quotes a 200 KB string, more than an AMQP header may hold:
+    // its reason is cut short rather than failing to publish again and again.
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-    channel
-        .basic_publish(
-            "pushgate.events".into(),
-            "events".into(),
-            BasicPublishOptions::default(),
-            br#"{"acks":"nope"}"#,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let huge = format!(r#"{{"acks":"{}"}}"#, "é".repeat(100_000));
+    for body in [br#"{"acks":"nope"}"#.to_vec(), huge.clone().into_bytes()] {
+        channel
+            .basic_publish(
+                "pushgate.events".into(),
+                "events".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
     let g0 = &cluster.gateways[0];
     let mut c = g0.connect_token(&g0.token("acker", Some("phone"), &[])).await;
     for n in 0..5 {
@@ -358,13 +374,21 @@ async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_back
         .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(&d.data[..], br#"{"acks":"nope"}"#, "the body is kept as it was");
-    let reason = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-pushgate-error")) {
-        Some(AMQPValue::LongString(s)) => s.to_string(),
-        other => panic!("no reason header: {other:?}"),
-    };
-    assert!(reason.starts_with("bad_event: "), "{reason}");
+    let mut dead_letters = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
+        let reason = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-pushgate-error")) {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("no reason header: {other:?}"),
+        };
+        dead_letters.push((d.data.clone(), reason));
+    }
+    dead_letters.sort_by_key(|(body, _)| body.len());
+    assert_eq!(dead_letters[0].0, br#"{"acks":"nope"}"#, "the body is kept as it was");
+    assert!(dead_letters[0].1.starts_with("bad_event: "), "{}", dead_letters[0].1);
+    assert_eq!(dead_letters[1].0, huge.as_bytes(), "the body is kept as it was");
+    let (cut, full) = (&dead_letters[1].1, dead_letters[1].0.len());
+    assert!(cut.starts_with("bad_event: ") && cut.ends_with('…') && cut.len() < 1100, "{} bytes of {full}", cut.len());
     let metrics = cluster.dispatchers[0].metrics().await;
-    assert!(metrics.contains(r#"pushgate_dead_letters_total{reason="bad_event"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"pushgate_dead_letters_total{reason="bad_event"} 2"#), "{metrics}");
 }
