@@ -16,7 +16,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::{Client, WAIT, binary, eventually};
+use crate::{Client, WAIT, binary, eventually, eventually_observed};
 
 /// Settings for a gateway under test (`--set key=value` pairs).
 #[derive(Debug, Clone, Default)]
@@ -216,18 +216,11 @@ impl Gateway {
 
     /// Waits until a metric satisfies `ok`; a timeout's panic says the last value seen.
     pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually_observed(WAIT, &format!("metric {name}{labels:?}"), || async {
             let v = self.metric(name, labels).await;
-            if ok(v) {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out after {WAIT:?} waiting for metric {name}{labels:?}; the last value was {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            if ok(v) { Ok(v) } else { Err(v.to_string()) }
+        })
+        .await
     }
 
     /// Sends a signal (`TERM`, `KILL`, …) to the process.

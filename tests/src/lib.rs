@@ -34,14 +34,30 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eventually_observed(within, what, || {
+        let checked = check();
+        async move { checked.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Polls `check` until it returns `Ok`, or panics after `within` with `what` and what the last
+/// check saw instead (its `Err`, when not empty).
+pub async fn eventually_observed<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + within;
     let mut pause = Duration::from_millis(5);
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
+        let seen = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for {what}");
+            let last = if seen.is_empty() { String::new() } else { format!("; the last check saw {seen}") };
+            panic!("timed out after {within:?} waiting for {what}{last}");
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));

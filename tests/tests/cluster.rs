@@ -27,6 +27,26 @@ async fn assert_nothing_before_marker(cluster: &TestCluster, client: &mut Client
     assert_eq!(m["data"], "marker", "{user} got {m}");
 }
 
+/// Reads `n` dead letters from `pushgate.dead`: each body, its `x-pushgate-error` reason and its
+/// headers.
+async fn read_dead_letters(channel: &lapin::Channel, n: usize) -> Vec<(Vec<u8>, String, FieldTable)> {
+    let mut dead = channel
+        .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut letters = Vec::new();
+    for _ in 0..n {
+        let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let reason = match headers.inner().get("x-pushgate-error") {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("no reason header: {other:?}"),
+        };
+        letters.push((d.data, reason, headers));
+    }
+    letters
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_with_devices_on_two_nodes_gets_every_message_on_both() {
     let cluster = TestCluster::start(3, 1).await;
@@ -193,20 +213,11 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
     }
     let m = c.next_of_type("message").await;
     assert_eq!(m["data"], "fine");
-    let mut dead = channel
-        .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+    let dead_letters: HashMap<String, (String, FieldTable)> = read_dead_letters(&channel, 3)
         .await
-        .unwrap();
-    let mut dead_letters = HashMap::new();
-    for _ in 0..3 {
-        let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
-        let headers = d.properties.headers().clone().unwrap();
-        let reason = match headers.inner().get("x-pushgate-error") {
-            Some(AMQPValue::LongString(s)) => s.to_string(),
-            other => panic!("no reason header: {other:?}"),
-        };
-        dead_letters.insert(String::from_utf8_lossy(&d.data).to_string(), (reason, headers));
-    }
+        .into_iter()
+        .map(|(body, reason, headers)| (String::from_utf8_lossy(&body).to_string(), (reason, headers)))
+        .collect();
     let (reason, headers) = &dead_letters["{not json"];
     assert!(reason.starts_with("not_json"), "{reason}");
     assert!(matches!(headers.inner().get("trace"), Some(AMQPValue::LongString(_))), "original headers kept");
@@ -370,20 +381,8 @@ async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_back
     }
     assert_eq!(kinds[0], ("session.open".to_owned(), "open".to_owned()));
     assert_eq!(kinds[1].0, "session.close");
-    let mut dead = channel
-        .basic_consume("pushgate.dead".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
-    let mut dead_letters = Vec::new();
-    for _ in 0..2 {
-        let d = tokio::time::timeout(WAIT, dead.next()).await.unwrap().unwrap().unwrap();
-        let reason = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-pushgate-error")) {
-            Some(AMQPValue::LongString(s)) => s.to_string(),
-            other => panic!("no reason header: {other:?}"),
-        };
-        dead_letters.push((d.data.clone(), reason));
-    }
-    dead_letters.sort_by_key(|(body, _)| body.len());
+    let mut dead_letters = read_dead_letters(&channel, 2).await;
+    dead_letters.sort_by_key(|(body, ..)| body.len());
     assert_eq!(dead_letters[0].0, br#"{"acks":"nope"}"#, "the body is kept as it was");
     assert!(dead_letters[0].1.starts_with("bad_event: "), "{}", dead_letters[0].1);
     assert_eq!(dead_letters[1].0, huge.as_bytes(), "the body is kept as it was");
