@@ -12,7 +12,9 @@ the connect phase (the ramp start to the last session open, from the report's
     python3 ops/bench/connect-cpu.py [SESSIONS=15000] [ROUNDS=3]
 
 Needs `cargo build --release --workspace --bins` and the Node packages of ops/bench/peers
-(`ops/bench/peers.sh` installs them). GW_BIN picks another gateway build.
+(`ops/bench/peers.sh` installs them). GW_BIN picks another gateway build; GW_BUILDS
+(`name=path,name=path`) floods several builds and uWebSockets.js in turn, round by round, e.g. a
+build with an experiment patch of ops/bench/patches beside the unpatched one.
 """
 import json
 import os
@@ -54,10 +56,19 @@ def wait_for(path, pattern, seconds=15):
     raise SystemExit(f"no {pattern!r} in {path} within {seconds} s")
 
 
+def gateway_builds():
+    """{name: path} of the gateway builds to flood: GW_BUILDS, else GW_BIN or the release build."""
+    listed = os.environ.get("GW_BUILDS")
+    if listed:
+        return dict(item.split("=", 1) for item in listed.split(","))
+    return {"pushgate": os.environ.get("GW_BIN", os.path.join(ROOT, "target/release/pushgate-gateway"))}
+
+
 def start(server, work):
     out = os.path.join(work, "out")
-    if server == "pushgate":
-        gw = os.environ.get("GW_BIN", os.path.join(ROOT, "target/release/pushgate-gateway"))
+    builds = gateway_builds()
+    if server in builds:
+        gw = builds[server]
         data = os.path.join(work, "data")
         proc = subprocess.Popen([gw, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data-dir", data],
                                 stdout=open(out, "w"), stderr=open(os.path.join(work, "log"), "w"))
@@ -115,7 +126,7 @@ def run(server, sessions):
 def main():
     sessions = int(sys.argv[1]) if len(sys.argv) > 1 else 15000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    results = {"pushgate": [], "uws": []}
+    results = {name: [] for name in [*gateway_builds(), "uws"]}
     for i in range(rounds):
         for server in results:
             hs, server_us, rest_us = run(server, sessions)
