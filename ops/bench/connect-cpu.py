@@ -14,7 +14,8 @@ the connect phase (the ramp start to the last session open, from the report's
 Needs `cargo build --release --workspace --bins` and the Node packages of ops/bench/peers
 (`ops/bench/peers.sh` installs them). GW_BIN picks another gateway build; GW_BUILDS
 (`name=path,name=path`) floods several builds and uWebSockets.js in turn, round by round, e.g. a
-build with an experiment patch of ops/bench/patches beside the unpatched one.
+build with an experiment patch of ops/bench/patches beside the unpatched one. LT_BIN picks another
+load client build.
 """
 import json
 import os
@@ -28,6 +29,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 TICK = os.sysconf("SC_CLK_TCK")
+LOAD_CLIENT = os.environ.get("LT_BIN", os.path.join(ROOT, "target/release/pushgate-loadtest"))
 
 
 def machine():
@@ -99,7 +101,7 @@ def run(server, sessions):
         sampler.start()
         time.sleep(0.1)
         t0 = time.monotonic()
-        subprocess.run([os.path.join(ROOT, "target/release/pushgate-loadtest"), "soak", *target,
+        subprocess.run([LOAD_CLIENT, "soak", *target,
                         "--sessions", str(sessions), "--workers", "2", "--ramp-per-s", "40000",
                         "--max-connecting", "256", "--duration", "2s", "--broadcasts", "0",
                         "--gateway-pid", str(proc.pid), "--progress", "none", "--report", report],
