@@ -4,7 +4,7 @@
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 pub use pushgate_dispatcher::telemetry::{install_metrics as install, upkeep};
-use pushgate_protocol::CloseCode;
+use pushgate_protocol::{CloseCode, close::client_code_label};
 
 pub const SESSIONS: &str = "pushgate_sessions";
 pub const CONNECTIONS: &str = "pushgate_connections";
@@ -75,12 +75,13 @@ impl Metrics {
         }
     }
 
-    /// A session ended with `code`, closed by the server or the client.
+    /// A session ended with `code`, closed by the server or the client (a client's code labelled
+    /// by [`client_code_label`]: a bounded set of series, whatever codes clients send).
     pub fn closed(&self, code: Option<CloseCode>, client_code: Option<u16>) {
         let (code, by) = match (code, client_code) {
-            (Some(code), _) => (code.label().to_owned(), "server"),
-            (None, Some(c)) => (c.to_string(), "client"),
-            (None, None) => ("1006".to_owned(), "network"),
+            (Some(code), _) => (code.label(), "server"),
+            (None, Some(c)) => (client_code_label(c), "client"),
+            (None, None) => ("1006", "network"),
         };
         counter!(CLOSES, "code" => code, "by" => by).increment(1);
     }

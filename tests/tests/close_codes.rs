@@ -130,7 +130,28 @@ async fn a_client_close_is_echoed() {
     raw.send(OpCode::Close, true, &3001u16.to_be_bytes()).await;
     assert_eq!(raw.read_until_close(WAIT).await, Some(3001));
     assert!(raw.wait_closed(WAIT).await, "the server closes the TCP connection");
-    gw.wait_metric("pushgate_closes_total", &[("code", "3001"), ("by", "client")], |v| v >= 1.0).await;
+    gw.wait_metric("pushgate_closes_total", &[("code", "3xxx"), ("by", "client")], |v| v >= 1.0).await;
+}
+
+/// Clients choose their close codes: a client cycling through them must not grow the gateway's
+/// metrics without bound. Each application range counts as one series; RFC 6455's codes keep
+/// theirs.
+#[tokio::test]
+async fn client_close_codes_count_in_a_bounded_set_of_series() {
+    let gw = Gateway::start().await;
+    let codes: Vec<u16> = (3000..3015).chain(4100..4115).chain([1001]).collect();
+    for (i, code) in codes.iter().enumerate() {
+        let mut raw = RawClient::connect(gw.client_addr, &gw.token(&format!("chooser-{i}"), None, &[])).await;
+        raw.read_frame(WAIT).await.expect("welcome");
+        raw.send(OpCode::Close, true, &code.to_be_bytes()).await;
+        assert_eq!(raw.read_until_close(WAIT).await, Some(*code), "the client's code is echoed");
+    }
+    gw.wait_metric("pushgate_closes_total", &[("code", "3xxx"), ("by", "client")], |v| v == 15.0).await;
+    gw.wait_metric("pushgate_closes_total", &[("code", "4xxx"), ("by", "client")], |v| v == 15.0).await;
+    gw.wait_metric("pushgate_closes_total", &[("code", "1001"), ("by", "client")], |v| v == 1.0).await;
+    let series: Vec<String> =
+        gw.metrics().await.lines().filter(|l| l.starts_with("pushgate_closes_total{")).map(str::to_owned).collect();
+    assert_eq!(series.len(), 3, "one series per label, not per code: {series:?}");
 }
 
 #[tokio::test]

@@ -178,7 +178,7 @@ async fn a_parked_session_closed_by_its_client_is_answered_and_ended_without_unp
     assert_eq!(raw.read_until_close(WAIT).await, Some(3001));
     assert!(raw.wait_closed(WAIT).await, "the server closes the TCP connection");
     gw.wait_metric("pushgate_sessions", &[], |v| v == 0.0).await;
-    gw.wait_metric(CLOSES, &[("code", "3001"), ("by", "client")], |v| v == 1.0).await;
+    gw.wait_metric(CLOSES, &[("code", "3xxx"), ("by", "client")], |v| v == 1.0).await;
     // A Close without a code: answered with 1000, counted as 1005 (no status received).
     let mut raw = parked_raw_client(&gw, "quiet-leaver").await;
     raw.send(OpCode::Close, true, b"").await;
