@@ -4,7 +4,7 @@
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 pub use pushgate_dispatcher::telemetry::{install_metrics as install, upkeep};
-use pushgate_protocol::{CloseCode, close::client_code_label};
+use pushgate_protocol::CloseCode;
 
 pub const SESSIONS: &str = "pushgate_sessions";
 pub const CONNECTIONS: &str = "pushgate_connections";
@@ -92,6 +92,31 @@ impl Metrics {
     }
 }
 
+/// The `code` label of a close code a client sent (one RFC 6455 lets a peer send, or 1005
+/// for a Close without a code): the codes RFC 6455 defines keep their number, and each range
+/// applications choose from is one label — `3xxx` (registered), `4xxx` (private) — so that clients
+/// cannot grow the number of series a gateway keeps and exports by choosing codes.
+pub fn client_code_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        3000..=3999 => "3xxx",
+        4000..=4999 => "4xxx",
+        _ => "other",
+    }
+}
+
 /// One unit of a gauge, held until dropped.
 pub struct GaugeUnit<'a>(&'a Gauge);
 
@@ -117,5 +142,32 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pushgate_protocol::close::is_valid_wire_code;
+
+    use super::*;
+
+    #[test]
+    fn client_close_codes_label_as_few_series() {
+        let mut labels: Vec<&str> =
+            (0..=u16::MAX).filter(|&code| is_valid_wire_code(code) || code == 1005).map(client_code_label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(
+            labels,
+            [
+                "1000", "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1010", "1011", "1012", "1013", "1014",
+                "3xxx", "4xxx"
+            ],
+            "every code a client may send has a label, and there are 15 of them"
+        );
+        for code in (1000..=1014).filter(|&code| is_valid_wire_code(code) || code == 1005) {
+            assert_eq!(client_code_label(code), code.to_string(), "RFC 6455's codes keep their number");
+        }
+        assert_eq!((client_code_label(3001), client_code_label(4999)), ("3xxx", "4xxx"));
     }
 }
