@@ -96,7 +96,7 @@ impl Metrics {
 /// for a Close without a code): the codes RFC 6455 defines keep their number, and each range
 /// applications choose from is one label — `3xxx` (registered), `4xxx` (private) — so that clients
 /// cannot grow the number of series a gateway keeps and exports by choosing codes.
-pub fn client_code_label(code: u16) -> &'static str {
+fn client_code_label(code: u16) -> &'static str {
     match code {
         1000 => "1000",
         1001 => "1001",

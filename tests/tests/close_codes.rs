@@ -149,8 +149,8 @@ async fn client_close_codes_count_in_a_bounded_set_of_series() {
     gw.wait_metric("pushgate_closes_total", &[("code", "3xxx"), ("by", "client")], |v| v == 15.0).await;
     gw.wait_metric("pushgate_closes_total", &[("code", "4xxx"), ("by", "client")], |v| v == 15.0).await;
     gw.wait_metric("pushgate_closes_total", &[("code", "1001"), ("by", "client")], |v| v == 1.0).await;
-    let series: Vec<String> =
-        gw.metrics().await.lines().filter(|l| l.starts_with("pushgate_closes_total{")).map(str::to_owned).collect();
+    let text = gw.metrics().await;
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("pushgate_closes_total{")).collect();
     assert_eq!(series.len(), 3, "one series per label, not per code: {series:?}");
 }
 
