@@ -1,7 +1,8 @@
 //! Dead letters: a message the dispatcher refuses for good — a bad envelope, one the store
 //! refuses, a malformed event message from a gateway — goes to `pushgate.dead` with its body
 //! and headers unchanged plus `x-pushgate-error` saying why (SPEC §5), and is counted by the
-//! reason's kind (the part before the first `:`). Nothing refused is dropped. What is added stays
+//! reason's kind, a fixed label chosen by the code that refuses (never text from the message, so
+//! the metric's series stay few). Nothing refused is dropped. What is added stays
 //! small enough for the dead letter to be published at all: a reason is cut to 1 KiB, and
 //! original headers over 64 KiB are left out (marked), the body kept.
 
@@ -32,10 +33,32 @@ pub const MAX_KEPT_HEADER_BYTES: usize = 64 * 1024;
 /// Marks a dead letter whose original headers were left out.
 pub const HEADERS_DROPPED_HEADER: &str = "x-pushgate-headers-dropped";
 
+/// Why a message was refused: its kind — a fixed label, for the metric and the start of the
+/// header — and the detail, which may quote the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Reason {
+    pub fn new(kind: &'static str, detail: impl ToString) -> Self {
+        Self { kind, detail: detail.to_string() }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.detail)
+    }
+}
+
 /// Publishes `delivery` to `pushgate.dead` with `reason` (retrying while RabbitMQ is away);
 /// false when `stop` came first, so the caller leaves the delivery unacked.
-pub async fn publish(amqp: &Amqp, delivery: &Delivery, reason: &str, stop: &CancellationToken) -> bool {
-    let reason = bounded(reason);
+pub async fn publish(amqp: &Amqp, delivery: &Delivery, reason: &Reason, stop: &CancellationToken) -> bool {
+    let kind = reason.kind;
+    let text = reason.to_string();
+    let reason = bounded(&text);
     let reason = reason.as_ref();
     let mut properties =
         BasicProperties::default().with_headers(headers(delivery.properties.headers().as_ref(), reason));
@@ -47,7 +70,6 @@ pub async fn publish(amqp: &Amqp, delivery: &Delivery, reason: &str, stop: &Canc
     })
     .await;
     if sent.is_some() {
-        let kind = reason.split(':').next().unwrap_or("unknown").to_owned();
         counter!(DEAD_LETTERS, "reason" => kind).increment(1);
         tracing::info!(reason, "dead-lettered a message");
     }
@@ -100,6 +122,15 @@ fn value_len(value: &AMQPValue) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_reads_kind_then_detail_and_its_kind_stays_fixed() {
+        let reason = Reason::new("bad_field", "to.users: \"a:b\" is not a user id");
+        assert_eq!(reason.to_string(), "bad_field: to.users: \"a:b\" is not a user id");
+        assert_eq!(reason.kind, "bad_field");
+        let detail_without_prefix = Reason::new("store", "UNIQUE constraint failed: inbox.seq");
+        assert_eq!(detail_without_prefix.kind, "store");
+    }
 
     #[test]
     fn a_long_reason_is_cut_on_a_character_boundary() {

@@ -50,7 +50,7 @@ pub async fn run(amqp: Amqp, store: AnyStore, stop: CancellationToken) {
                     taken.push(delivery);
                 }
                 Err(e) => {
-                    if !dead_letter::publish(&amqp, delivery, &format!("bad_event: {e}"), &stop).await {
+                    if !dead_letter::publish(&amqp, delivery, &dead_letter::Reason::new("bad_event", e), &stop).await {
                         return;
                     }
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;

@@ -25,13 +25,16 @@ use crate::{
     Message,
     amqp::{Amqp, AmqpError},
     backoff::{Backoff, retry},
-    bus, dead_letter,
+    bus,
+    dead_letter::{self, Reason},
     presence::Directory,
     store::{AnyStore, Appended, Store},
 };
 
 pub const INGESTED: &str = "pushgate_ingest_messages_total";
 pub const ROUTED: &str = "pushgate_routed_deliveries_total";
+/// The dead-letter kind of a durable message the store refused for good.
+const STORE: &str = "store";
 
 /// Named bounds of the ingest.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +64,7 @@ impl std::fmt::Debug for Router {
 /// One envelope of a batch, decoded or refused.
 enum Item {
     Accepted(Message),
-    Dead(String),
+    Dead(Reason),
 }
 
 impl Router {
@@ -101,7 +104,7 @@ impl Router {
                 }
                 Item::Accepted(Message::accept(envelope, now_ms()))
             }
-            Err(e) => Item::Dead(format!("{}: {e}", e.kind())),
+            Err(e) => Item::Dead(Reason::new(e.kind(), e)),
         }
     }
 
@@ -256,7 +259,7 @@ impl Router {
 
     /// Appends the durable messages of a batch: retried while the store is unreachable; a
     /// message the store refuses for good becomes a dead letter (`Err(reason)`).
-    async fn append(&self, durable: &[&Message], stop: &CancellationToken) -> Option<Vec<Result<Appended, String>>> {
+    async fn append(&self, durable: &[&Message], stop: &CancellationToken) -> Option<Vec<Result<Appended, Reason>>> {
         if durable.is_empty() {
             return Some(Vec::new());
         }
@@ -278,19 +281,19 @@ impl Router {
                     let mut results = Vec::with_capacity(owned.len());
                     for message in &owned {
                         results.push(match self.store.append(std::slice::from_ref(message), now_ms(), window).await {
-                            Ok(mut one) => one.pop().ok_or_else(|| "store: empty result".to_owned()),
-                            Err(e) => Err(format!("store: {e}")),
+                            Ok(mut one) => one.pop().ok_or_else(|| Reason::new(STORE, "empty result")),
+                            Err(e) => Err(Reason::new(STORE, e)),
                         });
                     }
                     return Some(results);
                 }
-                Err(e) => return Some(vec![Err(format!("store: {e}"))]),
+                Err(e) => return Some(vec![Err(Reason::new(STORE, e))]),
             }
         }
     }
 
     /// Dead-letters a refused envelope (counted as ingested, "dead"); false when stopping first.
-    async fn refuse(&self, delivery: &Delivery, reason: &str, stop: &CancellationToken) -> bool {
+    async fn refuse(&self, delivery: &Delivery, reason: &Reason, stop: &CancellationToken) -> bool {
         let sent = dead_letter::publish(&self.amqp, delivery, reason, stop).await;
         if sent {
             counter!(INGESTED, "result" => "dead").increment(1);

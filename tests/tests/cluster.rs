@@ -228,6 +228,15 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
     assert!(reason.starts_with("not_json"), "{reason}");
     assert!(!headers.contains_key("padding"), "headers too large to keep are left out");
     assert_eq!(headers.inner().get("x-pushgate-headers-dropped"), Some(&AMQPValue::Boolean(true)));
+    // Counted by kind: the label is the refusing code's, never text from the message.
+    let metrics = cluster.dispatchers[0].metrics().await;
+    let mut dead: Vec<&str> = metrics.lines().filter(|l| l.starts_with("pushgate_dead_letters_total{")).collect();
+    dead.sort_unstable();
+    assert_eq!(
+        dead,
+        [r#"pushgate_dead_letters_total{reason="bad_field"} 1"#, r#"pushgate_dead_letters_total{reason="not_json"} 2"#],
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
