@@ -2,12 +2,15 @@
 //! with precise error kinds. A bad frame is answered with an `error` frame and the session stays
 //! up, so decoding keeps the request `id` whenever it can, to echo it in the error.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use crate::{ids::ChannelName, server::ErrorCode};
+use crate::{
+    ids::ChannelName,
+    object::{Fields, Object, parse_object},
+    server::ErrorCode,
+};
 
 /// The longest request `id` the server echoes, in characters.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
@@ -53,8 +56,6 @@ fn bad(message: impl Into<Cow<'static, str>>) -> FrameError {
     FrameError { code: ErrorCode::BadFrame, message: message.into(), id: None }
 }
 
-type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
-
 fn string_field<'a>(fields: &Fields<'a>, name: &'static str) -> Result<Option<Cow<'a, str>>, FrameError> {
     match fields.get(name) {
         None => Ok(None),
@@ -77,9 +78,13 @@ fn channel_field(fields: &Fields<'_>) -> Result<ChannelName, FrameError> {
 impl ClientRequest {
     /// Decodes one client text frame.
     pub fn decode(text: &str) -> Result<Self, FrameError> {
-        let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
+        let Object { fields, duplicate } = parse_object(text).map_err(|e| {
             if e.is_data() { bad("a frame must be a JSON object") } else { bad(format!("not JSON: {e}")) }
         })?;
+        let twice = |name: &str| bad(format!("field {name:?} appears more than once"));
+        if let Some(name) = duplicate.as_deref().filter(|name| *name == "id") {
+            return Err(twice(name));
+        }
         let id = match string_field(&fields, "id")? {
             Some(id) if id.chars().count() > MAX_REQUEST_ID_LEN => {
                 return Err(bad(format!("id is longer than {MAX_REQUEST_ID_LEN} characters")));
@@ -90,6 +95,9 @@ impl ClientRequest {
             e.id.clone_from(&id);
             e
         };
+        if let Some(name) = duplicate {
+            return Err(with_id(twice(&name)));
+        }
         let kind = string_field(&fields, "type").map_err(with_id)?.ok_or_else(|| with_id(bad("type is required")))?;
         let frame = match &*kind {
             "subscribe" => ClientFrame::Subscribe {
@@ -142,6 +150,18 @@ mod tests {
         assert_eq!(r.frame, ClientFrame::Subscribe { channel: ChannelName::new("news").unwrap(), token: None });
         assert_eq!(ClientRequest::decode(r#"{"type":"ack","seq":42}"#).unwrap().frame, ClientFrame::Ack { seq: 42 });
         assert_eq!(ClientRequest::decode(r#"{"type":"ping","extra":1}"#).unwrap().frame, ClientFrame::Ping);
+    }
+
+    #[test]
+    fn a_field_given_twice_is_a_bad_frame() {
+        let e = ClientRequest::decode(r#"{"type":"subscribe","channel":"a","channel":"b","id":"r"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.id.as_deref(), &*e.message),
+            (ErrorCode::BadFrame, Some("r"), r#"field "channel" appears more than once"#)
+        );
+        assert_eq!(code(r#"{"type":"subscribe","type":"ack","seq":1}"#).0, ErrorCode::BadFrame);
+        // Two ids: neither is echoed.
+        assert_eq!(code(r#"{"type":"ping","id":"a","id":"b"}"#), (ErrorCode::BadFrame, None));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The publish envelope (SPEC §5), the same over AMQP and HTTP, validated field by field so a
 //! refusal names the field (HTTP 400 body, or the `x-pushgate-error` header of a dead letter).
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::ids::{ChannelName, UserId};
+use crate::{
+    ids::{ChannelName, UserId},
+    object::{Object, parse_object, shown},
+};
 
 /// Longest idempotency key, in characters.
 pub const MAX_ENVELOPE_ID_LEN: usize = 128;
@@ -64,6 +67,9 @@ pub enum EnvelopeError {
     NotObject,
     #[error("unknown field {0:?}")]
     UnknownField(String),
+    /// A field given twice: JSON parsers disagree on which one counts, so neither is guessed.
+    #[error("field {0:?} appears more than once")]
+    DuplicateField(String),
     #[error("{field}: {problem}")]
     Field { field: &'static str, problem: Cow<'static, str> },
     #[error("data is {size} bytes, above the limit of {limit}")]
@@ -75,7 +81,7 @@ impl EnvelopeError {
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Field { field, .. } => Some(field),
-            Self::UnknownField(name) => Some(name),
+            Self::UnknownField(name) | Self::DuplicateField(name) => Some(name),
             Self::DataTooLarge { .. } => Some("data"),
             Self::NotJson(_) | Self::NotObject => None,
         }
@@ -87,6 +93,7 @@ impl EnvelopeError {
             Self::NotJson(_) => "not_json",
             Self::NotObject => "not_object",
             Self::UnknownField(_) => "unknown_field",
+            Self::DuplicateField(_) => "duplicate_field",
             Self::Field { .. } => "bad_field",
             Self::DataTooLarge { .. } => "too_large",
         }
@@ -97,21 +104,17 @@ fn field(field: &'static str, problem: impl Into<Cow<'static, str>>) -> Envelope
     EnvelopeError::Field { field, problem: problem.into() }
 }
 
-type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
-
-fn parse_object<'a>(json: &'a str) -> Result<Fields<'a>, serde_json::Error> {
-    serde_json::from_str(json)
-}
-
 impl Envelope {
     /// Decodes and validates an envelope from its JSON bytes.
     pub fn decode(bytes: &[u8], limits: &EnvelopeLimits) -> Result<Envelope, EnvelopeError> {
         let text = std::str::from_utf8(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-        let fields = parse_object(text)
+        let Object { fields, duplicate } = parse_object(text)
             .map_err(|e| if e.is_data() { EnvelopeError::NotObject } else { EnvelopeError::NotJson(e.to_string()) })?;
+        if let Some(name) = duplicate {
+            return Err(EnvelopeError::DuplicateField(name));
+        }
         if let Some(unknown) = fields.keys().find(|k| !matches!(&***k, "id" | "to" | "data" | "persist" | "ttl_s")) {
-            let shown: String = unknown.chars().take(64).collect();
-            return Err(EnvelopeError::UnknownField(shown));
+            return Err(EnvelopeError::UnknownField(shown(unknown)));
         }
 
         let id = match fields.get("id") {
@@ -191,10 +194,12 @@ impl Envelope {
 }
 
 fn decode_target(raw: &RawValue, limits: &EnvelopeLimits) -> Result<Target, EnvelopeError> {
-    let to = parse_object(raw.get()).map_err(|_| field("to", "must be an object"))?;
+    let Object { fields: to, duplicate } = parse_object(raw.get()).map_err(|_| field("to", "must be an object"))?;
+    if let Some(name) = duplicate {
+        return Err(EnvelopeError::DuplicateField(format!("to.{name}")));
+    }
     if let Some(unknown) = to.keys().find(|k| !matches!(&***k, "users" | "channel" | "all")) {
-        let shown: String = unknown.chars().take(64).collect();
-        return Err(field("to", format!("unknown target {shown:?}")));
+        return Err(field("to", format!("unknown target {:?}", shown(unknown))));
     }
     if to.len() != 1 {
         return Err(field("to", "must have exactly one of users, channel, all"));
@@ -249,6 +254,23 @@ mod tests {
         let e = decode(r#"{"to": {"all": true}, "data": {"maintenance": "22:00"}}"#).unwrap();
         assert_eq!(e.to, Target::All);
         assert!(decode(r#"{"to":{"users":["u"]},"data":null}"#).unwrap().persist);
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused_by_name() {
+        let dup = |json: &str| decode(json).unwrap_err();
+        assert_eq!(
+            dup(r#"{"to":{"all":true},"to":{"users":["x"]},"data":1}"#),
+            EnvelopeError::DuplicateField("to".into())
+        );
+        assert_eq!(
+            dup(r#"{"to":{"all":true},"persist":true,"persist":false,"data":1}"#),
+            EnvelopeError::DuplicateField("persist".into())
+        );
+        let inner = dup(r#"{"to":{"users":["x"],"users":["y"]},"data":1}"#);
+        assert_eq!((inner.kind(), inner.field()), ("duplicate_field", Some("to.users")));
+        // Inside `data` the publisher's JSON is kept verbatim, as it came.
+        assert!(decode(r#"{"to":{"all":true},"data":{"a":1,"a":2}}"#).is_ok());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`server`]: server frames (`welcome`, `message`, …) encoded into shareable `Bytes`;
 //! - [`envelope`]: the publish envelope shared by AMQP and HTTP, validated field by field;
 //! - [`close`]: the close codes of §4;
-//! - [`cluster`]: the internal wire between gateways and dispatchers (names and bodies).
+//! - [`cluster`]: the internal wire between gateways and dispatchers (names and bodies);
+//! - `object`: a JSON object read field by field, a name given twice noticed (both decoders above).
 //!
 //! Every decoder here takes untrusted bytes and returns a typed error instead of panicking; each
 //! has a fuzz target under `protocol/fuzz/`.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod envelope;
 pub mod handshake;
 pub mod ids;
+mod object;
 pub mod server;
 pub mod ws;
 

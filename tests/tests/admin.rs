@@ -19,6 +19,8 @@ async fn publish_refuses_bad_envelopes_naming_the_field() {
         (r#"{"to":{"all":true}}"#, 400, Some("data")),
         (r#"{"to":{"all":true},"data":1,"ttl_s":"soon"}"#, 400, Some("ttl_s")),
         (r#"{"to":{"all":true},"data":1,"colour":"red"}"#, 400, Some("colour")),
+        (r#"{"to":{"all":true},"to":{"users":["x"]},"data":1}"#, 400, Some("to")),
+        (r#"{"to":{"channel":"a","channel":"b"},"data":1}"#, 400, Some("to.channel")),
     ];
     for (body, status, field) in cases {
         let (got, answer) = gw.post_json("/v1/publish", body.to_owned()).await;

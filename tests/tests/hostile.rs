@@ -42,6 +42,10 @@ async fn binary_non_json_and_nested_frames_get_error_frames() {
     assert_eq!(c.expect("error").await["code"], "bad_frame");
     c.send_text(format!(r#"{{"type":"subscribe","channel":{deep}}}"#)).await;
     assert_eq!(c.expect("error").await["code"], "bad_frame");
+    // A field given twice: which one counts is not guessed.
+    c.send_text(r#"{"type":"subscribe","channel":"a","channel":"b","id":"twice"}"#).await;
+    let error = c.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("bad_frame"), Some("twice")), "{error}");
     assert_eq!(c.ping().await["type"], "pong", "the session stays up");
     still_serving(&gw, &mut witness).await;
 }
