@@ -169,5 +169,6 @@ mod tests {
             assert_eq!(client_code_label(code), code.to_string(), "RFC 6455's codes keep their number");
         }
         assert_eq!((client_code_label(3001), client_code_label(4999)), ("3xxx", "4xxx"));
+        assert_eq!(client_code_label(999), "other", "a code that never reaches here is still bounded");
     }
 }

@@ -81,10 +81,6 @@ impl ClientRequest {
         let Object { fields, duplicate } = parse_object(text).map_err(|e| {
             if e.is_data() { bad("a frame must be a JSON object") } else { bad(format!("not JSON: {e}")) }
         })?;
-        let twice = |name: &str| bad(format!("field {name:?} appears more than once"));
-        if let Some(name) = duplicate.as_deref().filter(|name| *name == "id") {
-            return Err(twice(name));
-        }
         let id = match string_field(&fields, "id")? {
             Some(id) if id.chars().count() > MAX_REQUEST_ID_LEN => {
                 return Err(bad(format!("id is longer than {MAX_REQUEST_ID_LEN} characters")));
@@ -96,7 +92,9 @@ impl ClientRequest {
             e
         };
         if let Some(name) = duplicate {
-            return Err(with_id(twice(&name)));
+            // Two ids: neither is echoed.
+            let twice = bad(format!("field {name:?} appears more than once"));
+            return Err(if name == "id" { twice } else { with_id(twice) });
         }
         let kind = string_field(&fields, "type").map_err(with_id)?.ok_or_else(|| with_id(bad("type is required")))?;
         let frame = match &*kind {
