@@ -51,6 +51,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("purge_interval", Kind::Value),
     ("session_log_retention", Kind::Value),
     ("max_data_bytes", Kind::Value),
+    ("max_data_depth", Kind::Value),
 ];
 
 /// The dispatcher's configuration, with documented defaults.
@@ -86,6 +87,8 @@ pub struct DispatcherConfig {
     pub session_log_retention: Duration,
     /// Largest `data` of an envelope; larger ones are dead-lettered.
     pub max_data_bytes: usize,
+    /// Deepest nesting of arrays and objects in `data`; deeper ones are dead-lettered.
+    pub max_data_depth: usize,
 }
 
 impl Default for DispatcherConfig {
@@ -107,6 +110,7 @@ impl Default for DispatcherConfig {
             purge_interval: Duration::from_secs(60),
             session_log_retention: Duration::from_secs(7 * 24 * 3600),
             max_data_bytes: 64 * 1024,
+            max_data_depth: EnvelopeLimits::default().max_data_depth,
         }
     }
 }
@@ -244,7 +248,11 @@ pub async fn start(config: DispatcherConfig, admin: TcpListener) -> Result<Dispa
                 amqp: amqp.clone(),
                 store: store.clone(),
                 directory: directory.clone(),
-                limits: EnvelopeLimits { max_data_bytes: config.max_data_bytes, ..EnvelopeLimits::default() },
+                limits: EnvelopeLimits {
+                    max_data_bytes: config.max_data_bytes,
+                    max_data_depth: config.max_data_depth,
+                    ..EnvelopeLimits::default()
+                },
                 config: IngestConfig {
                     prefetch: config.ingest_prefetch,
                     linger: config.ingest_linger,

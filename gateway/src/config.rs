@@ -14,6 +14,7 @@ use std::{
 
 use pushgate_dispatcher::settings::{self, Kind, SettingsError};
 pub use pushgate_dispatcher::settings::{Env, ProcessEnv};
+use pushgate_protocol::EnvelopeLimits;
 use serde::Deserialize;
 
 /// Why the configuration cannot be used.
@@ -58,6 +59,7 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("outbox_max_bytes", Kind::Value),
     ("slow_consumer_timeout", Kind::Value),
     ("max_data_bytes", Kind::Value),
+    ("max_data_depth", Kind::Value),
     ("close_on_token_expiry", Kind::Value),
     ("echo_route", Kind::Value),
     ("echo_max_message_bytes", Kind::Value),
@@ -164,6 +166,9 @@ pub struct Config {
     pub slow_consumer_timeout: Duration,
     /// Largest `data` of a published envelope (413 above it).
     pub max_data_bytes: usize,
+    /// Deepest nesting of arrays and objects in a published `data` (400 above it): deeper than
+    /// clients' JSON parsers read, a message could never be delivered.
+    pub max_data_depth: usize,
     /// Close sessions with 1008 when their token expires. Off by default: clients fetch a fresh
     /// token when they reconnect, and most deployments would rather not cut live sessions.
     pub close_on_token_expiry: bool,
@@ -242,6 +247,7 @@ impl Default for Config {
             outbox_max_bytes: 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(30),
             max_data_bytes: 64 * 1024,
+            max_data_depth: EnvelopeLimits::default().max_data_depth,
             close_on_token_expiry: false,
             echo_route: false,
             echo_max_message_bytes: 16 * 1024 * 1024,

@@ -158,7 +158,11 @@ impl Node {
     ) -> Arc<Self> {
         let outbox_limits = OutboxLimits { max_frames: config.outbox_max_frames, max_bytes: config.outbox_max_bytes };
         let setups = Arc::new(Semaphore::new(config.setup_concurrency));
-        let envelope_limits = EnvelopeLimits { max_data_bytes: config.max_data_bytes, ..EnvelopeLimits::default() };
+        let envelope_limits = EnvelopeLimits {
+            max_data_bytes: config.max_data_bytes,
+            max_data_depth: config.max_data_depth,
+            ..EnvelopeLimits::default()
+        };
         let metrics = Metrics::new();
         let parking = if config.park_idle_sessions { start_parking(&metrics) } else { None };
         Arc::new(Self {

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use crate::{
     ids::{ChannelName, UserId},
     object::{Object, parse_object, shown},
+    readable::{self, Unreadable},
 };
 
 /// Longest idempotency key, in characters.
@@ -25,11 +26,16 @@ pub struct EnvelopeLimits {
     pub max_users: usize,
     /// Longest `ttl_s` accepted.
     pub max_ttl_s: u64,
+    /// Deepest nesting of arrays and objects in `data` (a scalar is depth 0, `[1]` depth 1).
+    /// Clients' JSON parsers stop at some depth (Ruby at 100, serde_json at 128, Python near
+    /// 1,000); a message deeper than theirs could never be read, and a durable one would come
+    /// back at every reconnect, so it is refused when published.
+    pub max_data_depth: usize,
 }
 
 impl Default for EnvelopeLimits {
     fn default() -> Self {
-        Self { max_data_bytes: 64 * 1024, max_users: 1000, max_ttl_s: 365 * 24 * 3600 }
+        Self { max_data_bytes: 64 * 1024, max_users: 1000, max_ttl_s: 365 * 24 * 3600, max_data_depth: 64 }
     }
 }
 
@@ -74,6 +80,8 @@ pub enum EnvelopeError {
     Field { field: &'static str, problem: Cow<'static, str> },
     #[error("data is {size} bytes, above the limit of {limit}")]
     DataTooLarge { size: usize, limit: usize },
+    #[error("data nests arrays and objects more than {limit} deep")]
+    DataTooDeep { limit: usize },
 }
 
 impl EnvelopeError {
@@ -82,7 +90,7 @@ impl EnvelopeError {
         match self {
             Self::Field { field, .. } => Some(field),
             Self::UnknownField(name) | Self::DuplicateField(name) => Some(name),
-            Self::DataTooLarge { .. } => Some("data"),
+            Self::DataTooLarge { .. } | Self::DataTooDeep { .. } => Some("data"),
             Self::NotJson(_) | Self::NotObject => None,
         }
     }
@@ -96,6 +104,7 @@ impl EnvelopeError {
             Self::DuplicateField(_) => "duplicate_field",
             Self::Field { .. } => "bad_field",
             Self::DataTooLarge { .. } => "too_large",
+            Self::DataTooDeep { .. } => "too_deep",
         }
     }
 }
@@ -138,6 +147,17 @@ impl Envelope {
         if data.get().len() > limits.max_data_bytes {
             return Err(EnvelopeError::DataTooLarge { size: data.get().len(), limit: limits.max_data_bytes });
         }
+        readable::check(data.get(), limits.max_data_depth).map_err(|unreadable| match unreadable {
+            Unreadable::TooDeep => EnvelopeError::DataTooDeep { limit: limits.max_data_depth },
+            Unreadable::LoneSurrogate(escape) => field(
+                "data",
+                format!("has {escape}, half of a UTF-16 surrogate pair, which clients' JSON parsers refuse"),
+            ),
+            Unreadable::NumberOutOfRange(number) => field(
+                "data",
+                format!("has the number {number}, beyond a double's range, which clients' JSON parsers refuse"),
+            ),
+        })?;
         let data = (*data).to_owned();
 
         let persist = match fields.get("persist") {
@@ -301,6 +321,30 @@ mod tests {
         let limits = EnvelopeLimits { max_data_bytes: 10, ..Default::default() };
         let err = Envelope::decode(br#"{"to":{"all":true},"data":"0123456789"}"#, &limits).unwrap_err();
         assert_eq!(err, EnvelopeError::DataTooLarge { size: 12, limit: 10 });
+    }
+
+    #[test]
+    fn data_clients_cannot_read_is_refused() {
+        let limits = EnvelopeLimits { max_data_depth: 3, ..Default::default() };
+        let with =
+            |data: &str| Envelope::decode(format!(r#"{{"to":{{"all":true}},"data":{data}}}"#).as_bytes(), &limits);
+        assert!(with("[[[1]]]").is_ok());
+        let err = with("[[[[1]]]]").unwrap_err();
+        assert_eq!(err, EnvelopeError::DataTooDeep { limit: 3 });
+        assert_eq!(
+            (err.field(), err.kind(), err.to_string().as_str()),
+            (Some("data"), "too_deep", "data nests arrays and objects more than 3 deep")
+        );
+        let err = with(r#"{"emoji":"\ud83d"}"#).unwrap_err();
+        assert_eq!((err.field(), err.kind()), (Some("data"), "bad_field"));
+        assert!(err.to_string().contains(r"\ud83d, half of a UTF-16 surrogate pair"), "{err}");
+        let err = with("[1e400]").unwrap_err();
+        assert_eq!((err.field(), err.kind()), (Some("data"), "bad_field"));
+        assert!(err.to_string().contains("the number 1e400, beyond a double's range"), "{err}");
+        // The default bound takes what publishers send and refuses what clients' parsers stop at.
+        let nested = |n: usize| format!(r#"{{"to":{{"all":true}},"data":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(decode(&nested(64)).is_ok());
+        assert_eq!(decode(&nested(10_000)).unwrap_err(), EnvelopeError::DataTooDeep { limit: 64 });
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`envelope`]: the publish envelope shared by AMQP and HTTP, validated field by field;
 //! - [`close`]: the close codes of §4;
 //! - [`cluster`]: the internal wire between gateways and dispatchers (names and bodies);
-//! - `object`: a JSON object read field by field, a name given twice noticed (both decoders above).
+//! - `object`: a JSON object read field by field, a name given twice noticed (both decoders above);
+//! - `readable`: whether a publisher's `data` is JSON clients' parsers read (depth, surrogates, numbers).
 //!
 //! Every decoder here takes untrusted bytes and returns a typed error instead of panicking; each
 //! has a fuzz target under `protocol/fuzz/`.
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod handshake;
 pub mod ids;
 mod object;
+mod readable;
 pub mod server;
 pub mod ws;
 

@@ -32,6 +32,44 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// JSON text as publishers write it, leaning to what clients' parsers disagree on: `\u` escapes
+/// of any code unit (surrogate halves often), numbers with exponents up to 10^400, brackets in
+/// strings, nesting up to 6 deep.
+fn tricky_json() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-z\\[\\]{} ]{0,3}",
+        Just(r#"\""#.to_owned()),
+        Just(r"\\".to_owned()),
+        any::<u16>().prop_map(|u| format!(r"\u{u:04x}")),
+        (0xD800u16..0xE000).prop_map(|u| format!(r"\u{u:04X}")),
+    ];
+    let string = prop::collection::vec(piece, 0..5).prop_map(|pieces| format!(r#""{}""#, pieces.concat()));
+    let number = ("-?", "0|[1-9][0-9]{0,11}", "(\\.[0-9]{1,4})?", prop::option::of(("[eE][+-]?", 0u16..400))).prop_map(
+        |(sign, int, fraction, exponent)| {
+            let exponent = exponent.map(|(e, x)| format!("{e}{x}")).unwrap_or_default();
+            format!("{sign}{int}{fraction}{exponent}")
+        },
+    );
+    let leaf = prop_oneof![string.clone(), number, Just("true".to_owned()), Just("null".to_owned())];
+    leaf.prop_recursive(6, 40, 4, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+            prop::collection::vec((string.clone(), inner), 0..4).prop_map(|fields| {
+                let fields: Vec<String> = fields.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+    })
+}
+
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn client_request() -> impl Strategy<Value = ClientRequest> {
     let frame = prop_oneof![
         (id_string(), proptest::option::of("[A-Za-z0-9._-]{1,40}"))
@@ -124,6 +162,17 @@ proptest! {
         }
         let merged = Envelope { to: Target::Users(distinct.iter().map(|u| UserId::new(u).unwrap()).collect()), ..e };
         prop_assert_eq!(again.encode(), merged.encode());
+    }
+
+    /// The envelope takes exactly the `data` serde_json (a client's parser) reads within the depth.
+    #[test]
+    fn envelope_takes_the_data_a_client_parser_reads(data in tricky_json()) {
+        let limits = EnvelopeLimits { max_data_depth: 4, ..Default::default() };
+        let envelope = format!(r#"{{"to":{{"all":true}},"data":{data}}}"#);
+        let client = serde_json::from_str::<serde_json::Value>(&data);
+        let readable = client.as_ref().is_ok_and(|value| depth(value) <= 4);
+        let taken = Envelope::decode(envelope.as_bytes(), &limits);
+        prop_assert_eq!(taken.is_ok(), readable, "{} → ours {:?}, serde_json {:?}", data, taken.err(), client.err());
     }
 
     #[test]

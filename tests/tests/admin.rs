@@ -7,7 +7,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn publish_refuses_bad_envelopes_naming_the_field() {
-    let gw = Gateway::start_with(GatewayOptions::default().set("max_data_bytes", 1000)).await;
+    let gw = Gateway::start_with(GatewayOptions::default().set("max_data_bytes", 1000).set("max_data_depth", 3)).await;
     let cases = [
         ("{not json", 400, None),
         ("[1]", 400, None),
@@ -21,6 +21,9 @@ async fn publish_refuses_bad_envelopes_naming_the_field() {
         (r#"{"to":{"all":true},"data":1,"colour":"red"}"#, 400, Some("colour")),
         (r#"{"to":{"all":true},"to":{"users":["x"]},"data":1}"#, 400, Some("to")),
         (r#"{"to":{"channel":"a","channel":"b"},"data":1}"#, 400, Some("to.channel")),
+        (r#"{"to":{"all":true},"data":[{"a":[[]]}]}"#, 400, Some("data")),
+        (r#"{"to":{"all":true},"data":{"name":"\ud800"}}"#, 400, Some("data")),
+        (r#"{"to":{"all":true},"data":[1e400]}"#, 400, Some("data")),
     ];
     for (body, status, field) in cases {
         let (got, answer) = gw.post_json("/v1/publish", body.to_owned()).await;
@@ -28,6 +31,9 @@ async fn publish_refuses_bad_envelopes_naming_the_field() {
         assert_eq!(answer["error"], "bad_envelope", "{body} → {answer}");
         assert_eq!(answer["field"].as_str(), field, "{body} → {answer}");
     }
+    // As deep as `max_data_depth` is taken, brackets inside strings are text.
+    let (status, answer) = gw.publish(&json!({"to": {"all": true}, "data": [{"a": ["]]]"]}]})).await;
+    assert_eq!(status, 202, "{answer}");
     let big = json!({"to": {"all": true}, "data": "x".repeat(2000)});
     let (status, answer) = gw.publish(&big).await;
     assert_eq!((status, answer["error"].as_str(), answer["field"].as_str()), (413, Some("too_large"), Some("data")));
@@ -156,4 +162,35 @@ async fn the_demo_pages_publish_answers_like_the_admin_api() {
         (status, answer["error"].as_str(), answer["field"].as_str()),
         (400, Some("bad_envelope"), Some("to.users"))
     );
+}
+
+#[tokio::test]
+async fn data_deeper_than_clients_parse_is_refused_and_nothing_is_stored() {
+    // Python's json stops near 1,000 levels, serde_json at 128, Ruby at 100: a durable message
+    // nested deeper would reach a client that can never read it — and come back at every
+    // reconnect. The default bound, 64, refuses it when published.
+    let gw = Gateway::start().await;
+    let nested = |depth: usize| {
+        format!(r#"{{"to":{{"users":["deep"]}},"data":{}"bottom"{}}}"#, "[".repeat(depth), "]".repeat(depth))
+    };
+    for depth in [65, 1_000, 10_000] {
+        let (status, answer) = gw.post_json("/v1/publish", nested(depth)).await;
+        assert_eq!(
+            (status, answer["error"].as_str(), answer["field"].as_str()),
+            (400, Some("bad_envelope"), Some("data")),
+            "{depth} levels → {answer}"
+        );
+        assert!(answer["message"].as_str().unwrap().contains("64 deep"), "{answer}");
+    }
+    let (status, answer) = gw.post_json("/v1/publish", nested(64)).await;
+    assert_eq!(status, 202, "{answer}");
+    // Only the message within the bound was stored: it is the one the user gets, at seq 1.
+    let mut c = gw.connect("deep").await;
+    let m = c.next_of_type("message").await;
+    assert_eq!(m["seq"], 1);
+    let mut data = &m["data"];
+    for _ in 0..64 {
+        data = &data[0];
+    }
+    assert_eq!(data, "bottom");
 }

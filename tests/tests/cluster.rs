@@ -192,10 +192,12 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
     // again (which stalled the dispatcher) — on the same partition as the good message after it.
     let mut huge_headers = FieldTable::default();
     huge_headers.insert("padding".into(), AMQPValue::LongString("p".repeat(131_000).into()));
+    let deep = format!(r#"{{"to":{{"users":["x"]}},"data":{}{}}}"#, "[".repeat(1000), "]".repeat(1000));
     for (key, body, headers) in [
         ("x", b"{not json".to_vec(), &headers),
         ("x", br#"{"to":{"users":["bad id"]},"data":1}"#.to_vec(), &headers),
         ("x", br#"{"to":{"all":true},"to":{"users":["x"]},"data":1}"#.to_vec(), &headers),
+        ("x", deep.as_bytes().to_vec(), &headers),
         ("after-poison", b"{not json, padded".to_vec(), &huge_headers),
         ("after-poison", br#"{"to":{"users":["after-poison"]},"data":"fine"}"#.to_vec(), &headers),
     ] {
@@ -214,7 +216,7 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
     }
     let m = c.next_of_type("message").await;
     assert_eq!(m["data"], "fine");
-    let dead_letters: HashMap<String, (String, FieldTable)> = read_dead_letters(&channel, 4)
+    let dead_letters: HashMap<String, (String, FieldTable)> = read_dead_letters(&channel, 5)
         .await
         .into_iter()
         .map(|(body, reason, headers)| (String::from_utf8_lossy(&body).to_string(), (reason, headers)))
@@ -227,6 +229,8 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
     assert!(matches!(headers.inner().get("trace"), Some(AMQPValue::LongString(_))), "original headers kept");
     let (reason, _) = &dead_letters[r#"{"to":{"all":true},"to":{"users":["x"]},"data":1}"#];
     assert_eq!(reason, r#"duplicate_field: field "to" appears more than once"#);
+    let (reason, _) = &dead_letters[&deep];
+    assert_eq!(reason, "too_deep: data nests arrays and objects more than 64 deep");
     let (reason, headers) = &dead_letters["{not json, padded"];
     assert!(reason.starts_with("not_json"), "{reason}");
     assert!(!headers.contains_key("padding"), "headers too large to keep are left out");
@@ -240,7 +244,8 @@ async fn a_poison_message_lands_in_the_dead_letter_queue_and_the_next_still_flow
         [
             r#"pushgate_dead_letters_total{reason="bad_field"} 1"#,
             r#"pushgate_dead_letters_total{reason="duplicate_field"} 1"#,
-            r#"pushgate_dead_letters_total{reason="not_json"} 2"#
+            r#"pushgate_dead_letters_total{reason="not_json"} 2"#,
+            r#"pushgate_dead_letters_total{reason="too_deep"} 1"#
         ],
         "{metrics}"
     );
