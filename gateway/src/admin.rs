@@ -7,8 +7,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, Path, Request, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, FromRequestParts, Path, Request, State},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -101,6 +101,14 @@ pub fn router(node: Arc<Node>, metrics: PrometheusHandle) -> Router {
         .route("/readyz", get(ready))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "unknown path") })
+        .method_not_allowed_fallback(|| async {
+            // axum adds the `Allow` header naming the methods the path takes.
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path takes another method (see Allow)",
+            )
+        })
         .with_state(state)
 }
 
@@ -167,12 +175,19 @@ async fn ready(State(state): State<AdminState>) -> Response {
     Json(json!({ "status": "ready", "sessions": node.registry.len() })).into_response()
 }
 
-async fn publish(State(state): State<AdminState>, body: Body) -> Result<Response, ApiError> {
+async fn publish(State(state): State<AdminState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let refuse = |e: ApiError| {
         counter!(PUBLISH_REFUSALS, "error" => e.error).increment(1);
         e
     };
     let body = read_body(body, state.body_limit).await.map_err(refuse)?;
+    // A compressed body is not guessed at: read as JSON it would be refused as "not JSON".
+    if let Some(encoding) =
+        headers.get(header::CONTENT_ENCODING).filter(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        let message = format!("content-encoding {encoding:?} is not supported: send the envelope uncompressed");
+        return Err(refuse(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", message)));
+    }
     match publish::publish(&state.node, &body).await {
         Ok(published) => Ok((StatusCode::ACCEPTED, Json(published.answer())).into_response()),
         Err(PublishError::Envelope(e)) => Err(refuse(e.into())),
@@ -215,15 +230,26 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     Ok(read.into())
 }
 
-fn user_param(user: &str) -> Result<UserId, ApiError> {
-    UserId::new(user).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_user", format!("user id {e}")))
+/// The `{user}` of a path, valid: whatever is wrong with it — percent-encoding that does not
+/// decode to UTF-8 included — is answered `400 bad_user` in the API's JSON.
+struct UserParam(UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_user", message);
+        let Path(user) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad("user id is not percent-encoded UTF-8".into()))?;
+        UserId::new(&user).map(Self).map_err(|e| bad(format!("user id {e}")))
+    }
 }
 
 async fn presence(
     State(state): State<AdminState>,
-    Path(user): Path<String>,
+    UserParam(user): UserParam,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = user_param(&user)?;
     let node = &state.node;
     if let Some(cluster) = &node.cluster {
         // Across the cluster, from the presence directory.
@@ -255,8 +281,7 @@ async fn presence(
     Ok(Json(json!({ "user": user.as_str(), "online": !sessions.is_empty(), "sessions": sessions })))
 }
 
-async fn disconnect(State(state): State<AdminState>, Path(user): Path<String>) -> Result<Response, ApiError> {
-    let user = user_param(&user)?;
+async fn disconnect(State(state): State<AdminState>, UserParam(user): UserParam) -> Result<Response, ApiError> {
     if let Some(cluster) = &state.node.cluster {
         // Every node closes the user's sessions when the bus brings it this.
         let now = pushgate_protocol::now_ms();

@@ -103,6 +103,50 @@ async fn presence_lists_this_nodes_sessions() {
 }
 
 #[tokio::test]
+async fn every_refusal_is_the_apis_json_error() {
+    let gw = Gateway::start().await;
+    let http = reqwest::Client::new();
+    // A path that decodes to bytes that are not UTF-8, or to a bad id: 400 bad_user, in JSON.
+    for (method, path) in [
+        ("GET", "/v1/users/%ff/presence"),
+        ("POST", "/v1/users/%ff/disconnect"),
+        ("GET", "/v1/users/bad%20id/presence"),
+        ("POST", "/v1/users/%E2%82%AC/disconnect"),
+    ] {
+        let response = http.request(method.parse().unwrap(), gw.admin_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "bad_user", "{method} {path} → {body}");
+    }
+    // A method a path does not take: 405, the methods it takes in Allow, and the JSON error.
+    for (method, path, allow) in [("GET", "/v1/publish", "POST"), ("DELETE", "/v1/users/u/presence", "GET,HEAD")] {
+        let response = http.request(method.parse().unwrap(), gw.admin_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "method_not_allowed", "{method} {path} → {body}");
+    }
+    // A compressed publish is refused by name rather than read as broken JSON; nothing is sent.
+    let mut c = gw.connect("encoded").await;
+    let envelope = r#"{"to":{"users":["encoded"]},"data":"plain"}"#;
+    let publish = |encoding: &'static str| {
+        http.post(gw.admin_url("/v1/publish")).header("content-encoding", encoding).body(envelope).send()
+    };
+    let response = publish("gzip").await.unwrap();
+    assert_eq!(response.status(), 415);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_encoding", "{body}");
+    assert_eq!(publish("identity").await.unwrap().status(), 202);
+    let m = c.next_of_type("message").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["data"].as_str()),
+        (Some(1), Some("plain")),
+        "only the uncompressed one was taken"
+    );
+    assert_eq!(gw.metric("pushgate_publish_refusals_total", &[("error", "unsupported_encoding")]).await, 1.0);
+}
+
+#[tokio::test]
 async fn metrics_move_with_traffic() {
     let gw = Gateway::start().await;
     let text = gw.metrics().await;
