@@ -106,25 +106,21 @@ async fn presence_lists_this_nodes_sessions() {
 async fn every_refusal_is_the_apis_json_error() {
     let gw = Gateway::start().await;
     let http = reqwest::Client::new();
-    // A path that decodes to bytes that are not UTF-8, or to a bad id: 400 bad_user, in JSON.
-    for (method, path) in [
-        ("GET", "/v1/users/%ff/presence"),
-        ("POST", "/v1/users/%ff/disconnect"),
-        ("GET", "/v1/users/bad%20id/presence"),
-        ("POST", "/v1/users/%E2%82%AC/disconnect"),
+    // A path that decodes to bytes that are not UTF-8, or to a bad id: 400 bad_user. A method a
+    // path does not take: 405, with the methods it takes in Allow. Each in the API's JSON.
+    for (method, path, status, error, allow) in [
+        ("GET", "/v1/users/%ff/presence", 400, "bad_user", None),
+        ("POST", "/v1/users/%ff/disconnect", 400, "bad_user", None),
+        ("GET", "/v1/users/bad%20id/presence", 400, "bad_user", None),
+        ("POST", "/v1/users/%E2%82%AC/disconnect", 400, "bad_user", None),
+        ("GET", "/v1/publish", 405, "method_not_allowed", Some("POST")),
+        ("DELETE", "/v1/users/u/presence", 405, "method_not_allowed", Some("GET,HEAD")),
     ] {
         let response = http.request(method.parse().unwrap(), gw.admin_url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 400, "{method} {path}");
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_eq!(response.headers().get("allow").map(|v| v.to_str().unwrap()), allow, "{method} {path}");
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "bad_user", "{method} {path} → {body}");
-    }
-    // A method a path does not take: 405, the methods it takes in Allow, and the JSON error.
-    for (method, path, allow) in [("GET", "/v1/publish", "POST"), ("DELETE", "/v1/users/u/presence", "GET,HEAD")] {
-        let response = http.request(method.parse().unwrap(), gw.admin_url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 405, "{method} {path}");
-        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
-        let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "method_not_allowed", "{method} {path} → {body}");
+        assert_eq!(body["error"], error, "{method} {path} → {body}");
     }
     // A compressed publish is refused by name rather than read as broken JSON; nothing is sent.
     let mut c = gw.connect("encoded").await;
