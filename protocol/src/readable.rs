@@ -72,8 +72,9 @@ fn string_end(json: &str, mut at: usize) -> Result<usize, Unreadable> {
     Ok(bytes.len())
 }
 
-/// Whether a number (valid JSON) could be beyond a double's range, cheaply: without an exponent
-/// it needs more than 308 digits; with one, a mantissa below 10^8 needs an exponent above 300.
+/// Whether a number (valid JSON) could be beyond a double's range, cheaply, so that only those
+/// are parsed: without an exponent it needs more than 308 characters; with one, a mantissa of at
+/// most 8 characters (below 10^8) needs an exponent above 290.
 fn may_overflow(number: &str) -> bool {
     match number.bytes().position(|b| b | 0x20 == b'e') {
         None => number.len() > 308,
