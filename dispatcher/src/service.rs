@@ -109,7 +109,7 @@ impl Default for DispatcherConfig {
             idempotency_window: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(60),
             session_log_retention: Duration::from_secs(7 * 24 * 3600),
-            max_data_bytes: 64 * 1024,
+            max_data_bytes: EnvelopeLimits::default().max_data_bytes,
             max_data_depth: EnvelopeLimits::default().max_data_depth,
         }
     }

@@ -246,7 +246,7 @@ impl Default for Config {
             outbox_max_frames: 1024,
             outbox_max_bytes: 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(30),
-            max_data_bytes: 64 * 1024,
+            max_data_bytes: EnvelopeLimits::default().max_data_bytes,
             max_data_depth: EnvelopeLimits::default().max_data_depth,
             close_on_token_expiry: false,
             echo_route: false,
