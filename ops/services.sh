@@ -57,6 +57,12 @@ ensure_rabbitmq() {
     log "enabling rabbitmq_consistent_hash_exchange"
     rabbitmq-plugins enable rabbitmq_consistent_hash_exchange >/dev/null
   fi
+  # The chaos tests raise a disk alarm with an impossible free-disk limit (tests/src/services.rs,
+  # DISK_ALARM_LIMIT); a test killed before it lifted the alarm would leave every publisher blocked.
+  if [ "$(rabbitmqctl eval 'rabbit_disk_monitor:get_disk_free_limit().' 2>/dev/null)" = 100000000000000 ]; then
+    log "lifting a disk alarm a killed chaos test left behind"
+    rabbitmqctl set_disk_free_limit 50MB >/dev/null
+  fi
 }
 
 case "${1:-all}" in

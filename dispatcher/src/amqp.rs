@@ -3,7 +3,9 @@
 //! connection drops; everyone else holds a cheap [`Amqp`] handle to publish with confirms or to
 //! consume. Consumers survive reconnects: each is a task that opens a fresh channel on every new
 //! connection and forwards deliveries; deliveries not acked when a connection dies are redelivered
-//! by the broker, so nothing in flight is lost.
+//! by the broker, so nothing in flight is lost. While the broker blocks publishers (a memory or
+//! disk alarm: `connection.blocked`), publishes wait for it to lift, within their bound, rather than
+//! queue unseen behind it.
 
 use std::{
     future::Future,
@@ -28,16 +30,21 @@ use tokio::sync::{mpsc, watch};
 use crate::backoff::Backoff;
 
 pub const BACKEND_UP: &str = "pushgate_backend_up";
+/// 1 while the broker blocks this process's publishers (a resource alarm), else 0.
+pub const BROKER_BLOCKED: &str = "pushgate_broker_blocked";
 
 /// Why a publish did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
     #[error("the broker is unreachable (waited {0:?})")]
     Unavailable(Duration),
+    #[error("the broker is blocking publishers: {reason} (waited {waited:?})")]
+    Blocked { reason: String, waited: Duration },
     #[error("the broker refused the message (nack)")]
     Nacked,
     #[error("the message could not be routed to any queue")]
     Unroutable,
+    /// The connection failed with the message sent (or while sending it): the broker may have it.
     #[error("amqp: {0}")]
     Protocol(#[from] lapin::Error),
 }
@@ -55,6 +62,8 @@ struct Link {
 
 struct Shared {
     current: watch::Sender<Option<Link>>,
+    /// The broker's reason while it blocks the current connection's publishers.
+    blocked: watch::Sender<Option<String>>,
     /// Generations reported broken by users; the owner reconnects when it sees its own.
     broken: AtomicU64,
     wake: tokio::sync::Notify,
@@ -77,7 +86,8 @@ impl Amqp {
     /// connection is handed out.
     pub fn start(url: String, name: String, declare: Declare) -> Self {
         let (current, _) = watch::channel(None);
-        let shared = Arc::new(Shared { current, broken: AtomicU64::new(0), wake: tokio::sync::Notify::new() });
+        let (blocked, _) = watch::channel(None);
+        let shared = Arc::new(Shared { current, blocked, broken: AtomicU64::new(0), wake: tokio::sync::Notify::new() });
         tokio::spawn(own(shared.clone(), url, name, declare));
         Self { shared }
     }
@@ -108,8 +118,20 @@ impl Amqp {
         self.shared.wake.notify_one();
     }
 
+    /// Waits until the broker takes publishes (it blocks them during a resource alarm), at most
+    /// until `deadline`; the broker's reason when it still blocks them then.
+    async fn unblocked(&self, deadline: tokio::time::Instant) -> Result<(), String> {
+        let mut blocked = self.shared.blocked.subscribe();
+        if tokio::time::timeout_at(deadline, blocked.wait_for(Option::is_none)).await.is_ok() {
+            return Ok(());
+        }
+        Err(self.shared.blocked.borrow().clone().unwrap_or_default())
+    }
+
     /// Publishes persistently and waits for the broker's confirm, retrying across reconnects
-    /// until `within` has passed. `mandatory` makes an unroutable message an error.
+    /// until `within` has passed. `mandatory` makes an unroutable message an error. While the
+    /// broker blocks publishers, nothing is sent: a message sent then would wait in the
+    /// connection, unconfirmed, for as long as the alarm lasts.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -120,9 +142,17 @@ impl Amqp {
         within: Duration,
     ) -> Result<(), AmqpError> {
         let deadline = tokio::time::Instant::now() + within;
+        // Why an earlier try failed after sending: the broker may have the message, so giving up
+        // later says that, not only why the last try could not send.
+        let mut sent_and_failed: Option<lapin::Error> = None;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(link) = self.link(left).await else { return Err(AmqpError::Unavailable(within)) };
+            let Some(link) = self.link(left).await else {
+                return Err(sent_and_failed.map_or(AmqpError::Unavailable(within), AmqpError::Protocol));
+            };
+            if let Err(reason) = self.unblocked(deadline).await {
+                return Err(sent_and_failed.map_or(AmqpError::Blocked { reason, waited: within }, AmqpError::Protocol));
+            }
             let options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
             let sent = link
                 .publisher
@@ -148,6 +178,7 @@ impl Amqp {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(AmqpError::Protocol(e));
                     }
+                    sent_and_failed = Some(e);
                     // Let the owner notice before trying again.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -218,6 +249,11 @@ async fn consume_once(
     Ok(Ended::Stream)
 }
 
+fn set_blocked(shared: &Shared, reason: Option<String>) {
+    gauge!(BROKER_BLOCKED).set(if reason.is_some() { 1.0 } else { 0.0 });
+    shared.blocked.send_replace(reason);
+}
+
 /// The owner task: connect, declare, hand out, wait for breakage, reconnect.
 async fn own(shared: Arc<Shared>, url: String, name: String, declare: Declare) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -236,6 +272,8 @@ async fn own(shared: Arc<Shared>, url: String, name: String, declare: Declare) {
                 generation += 1;
                 let connection = Arc::new(connection);
                 let mut events = connection.events_listener();
+                // The broker may have blocked it before the listener was there to hear it.
+                set_blocked(&shared, connection.status().blocked().then(|| "a resource alarm".to_owned()));
                 shared.current.send_replace(Some(Link { connection: connection.clone(), publisher, generation }));
                 gauge!(BACKEND_UP, "backend" => "amqp").set(1.0);
                 tracing::info!(generation, "connected to RabbitMQ");
@@ -246,6 +284,14 @@ async fn own(shared: Arc<Shared>, url: String, name: String, declare: Declare) {
                             Some(Event::Error(e)) => {
                                 tracing::warn!(error = %e, "RabbitMQ connection failed");
                                 break;
+                            }
+                            Some(Event::ConnectionBlocked(reason)) => {
+                                tracing::warn!(reason = %reason, "RabbitMQ blocks publishing (a resource alarm); publishes wait");
+                                set_blocked(&shared, Some(reason));
+                            }
+                            Some(Event::ConnectionUnblocked) => {
+                                tracing::info!("RabbitMQ takes publishes again");
+                                set_blocked(&shared, None);
                             }
                             Some(_) => {}
                             None => break,
@@ -260,6 +306,8 @@ async fn own(shared: Arc<Shared>, url: String, name: String, declare: Declare) {
                 }
                 shared.current.send_replace(None);
                 gauge!(BACKEND_UP, "backend" => "amqp").set(0.0);
+                // A new connection starts unblocked; the broker says so again if the alarm lasts.
+                set_blocked(&shared, None);
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), connection.close(200, "reconnecting".into())).await;
             }

@@ -45,20 +45,22 @@ struct AdminState {
     body_limit: usize,
 }
 
-/// An error answer: status and `{"error","message"}` (plus `field` for envelopes).
+/// An error answer: status and `{"error","message"}` (plus `field` for envelopes, and `id` for a
+/// publish the broker may still take).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     error: &'static str,
     message: String,
     field: Option<String>,
+    id: Option<String>,
     /// The request body was left unread, so the connection cannot carry another request.
     closes_connection: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error, message: message.into(), field: None, closes_connection: false }
+        Self { status, error, message: message.into(), field: None, id: None, closes_connection: false }
     }
 }
 
@@ -67,6 +69,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": self.error, "message": self.message });
         if let Some(field) = self.field {
             body["field"] = field.into();
+        }
+        if let Some(id) = self.id {
+            body["id"] = id.into();
         }
         let mut response = (self.status, Json(body)).into_response();
         if self.closes_connection {
@@ -81,7 +86,8 @@ impl IntoResponse for ApiError {
 impl From<EnvelopeError> for ApiError {
     fn from(e: EnvelopeError) -> Self {
         let (status, error) = publish::envelope_refusal(&e);
-        Self { status, error, message: e.to_string(), field: e.field().map(str::to_owned), closes_connection: false }
+        let field = e.field().map(str::to_owned);
+        Self { status, error, message: e.to_string(), field, id: None, closes_connection: false }
     }
 }
 
@@ -193,6 +199,10 @@ async fn publish(State(state): State<AdminState>, headers: HeaderMap, body: Body
         Err(PublishError::Envelope(e)) => Err(refuse(e.into())),
         Err(PublishError::Unavailable(why)) => {
             Err(refuse(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)))
+        }
+        Err(e @ PublishError::Unconfirmed { .. }) => {
+            let id = e.pending_id().map(str::to_owned);
+            Err(refuse(ApiError { id, ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()) }))
         }
     }
 }

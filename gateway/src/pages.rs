@@ -53,6 +53,9 @@ pub async fn respond(
             Err(PublishError::Unavailable(why)) => {
                 json_response(503, &json!({ "error": "unavailable", "message": why }))
             }
+            Err(e @ PublishError::Unconfirmed { .. }) => {
+                json_response(503, &json!({ "error": "unavailable", "message": e.to_string(), "id": e.pending_id() }))
+            }
         },
         ("GET" | "POST", "/dev/token" | "/dev/publish") => json_response(
             403,

@@ -17,8 +17,12 @@ use crate::{
     node::Node,
 };
 
-/// How long an HTTP publish waits for the broker (a reconnect in progress) before answering 503.
+/// How long an HTTP publish waits for the broker to take it (a reconnect in progress, or a
+/// resource alarm blocking publishers) before answering 503, having sent nothing.
 pub const BROKER_WAIT: Duration = Duration::from_secs(5);
+/// How long it then waits for the broker's confirm of what it sent before answering 503 with the
+/// id (the broker may still take the envelope).
+pub const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
 /// A publish that was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +60,24 @@ pub enum PublishError {
     /// The store (or, in cluster mode, the broker) could not take it; nothing was accepted.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Sent to the broker, which did not confirm it (in time, or before the connection broke):
+    /// it may still be delivered, and a durable message published again with this `id` is stored
+    /// once.
+    #[error(
+        "the broker did not confirm the envelope ({why}): it may still be delivered \
+         (publishing it again with id {id:?} stores a durable message once)"
+    )]
+    Unconfirmed { id: String, why: String },
+}
+
+impl PublishError {
+    /// The id of an envelope the broker may still take, for the answer.
+    pub fn pending_id(&self) -> Option<&str> {
+        match self {
+            Self::Unconfirmed { id, .. } => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// Publishes one envelope from its JSON bytes.
@@ -112,11 +134,18 @@ async fn to_broker(amqp: &pushgate_dispatcher::amqp::Amqp, mut envelope: Envelop
     };
     let properties =
         BasicProperties::default().with_content_type("application/json".into()).with_message_id(id.as_str().into());
-    match amqp.publish(names::PUBLISH_EXCHANGE, &routing_key, &envelope.encode(), properties, true, BROKER_WAIT).await {
-        Ok(()) => Ok(Published { id, duplicate: false }),
-        Err(AmqpError::Unroutable) => {
+    let body = envelope.encode();
+    let sent = amqp.publish(names::PUBLISH_EXCHANGE, &routing_key, &body, properties, true, BROKER_WAIT);
+    let waited = BROKER_WAIT + CONFIRM_WAIT;
+    match tokio::time::timeout(waited, sent).await {
+        Ok(Ok(())) => Ok(Published { id, duplicate: false }),
+        Ok(Err(AmqpError::Unroutable)) => {
             Err(PublishError::Unavailable("no dispatcher has declared the ingest queues yet".into()))
         }
-        Err(e) => Err(PublishError::Unavailable(e.to_string())),
+        // Sent, perhaps more than once, before the connection failed.
+        Ok(Err(e @ AmqpError::Protocol(_))) => Err(PublishError::Unconfirmed { id, why: e.to_string() }),
+        // Unreachable, blocking publishers, or refused: nothing was taken.
+        Ok(Err(e)) => Err(PublishError::Unavailable(e.to_string())),
+        Err(_) => Err(PublishError::Unconfirmed { id, why: format!("no confirm within {waited:?}") }),
     }
 }

@@ -63,3 +63,31 @@ pub async fn restart_mariadb() {
     run("start-stop-daemon", &["--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"]);
     wait_port(3306, true, "MariaDB up").await;
 }
+
+/// The free-disk limit that raises RabbitMQ's disk alarm on any disk (`ops/services.sh` knows it
+/// too, and lifts an alarm a killed test left behind).
+pub const DISK_ALARM_LIMIT: &str = "100000000000000";
+
+/// RabbitMQ's disk alarm, in effect until dropped: the broker blocks every connection that
+/// publishes (`connection.blocked`) and goes on delivering to consumers. Raised by a free-disk
+/// limit no disk meets; dropping puts the limit that was set back.
+pub struct DiskAlarm {
+    limit: String,
+}
+
+impl DiskAlarm {
+    pub fn raise() -> Self {
+        let read = Command::new("rabbitmqctl").args(["eval", "rabbit_disk_monitor:get_disk_free_limit()."]).output();
+        let read = read.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned()).unwrap_or_default();
+        // RabbitMQ's default, when the limit cannot be read or is this alarm's own.
+        let limit = if read.parse::<u64>().is_ok() && read != DISK_ALARM_LIMIT { read } else { "50MB".to_owned() };
+        run("rabbitmqctl", &["set_disk_free_limit", DISK_ALARM_LIMIT]);
+        Self { limit }
+    }
+}
+
+impl Drop for DiskAlarm {
+    fn drop(&mut self) {
+        run("rabbitmqctl", &["set_disk_free_limit", &self.limit]);
+    }
+}

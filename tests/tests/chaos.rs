@@ -1,6 +1,6 @@
 //! Chaos on a cluster of 3 gateways and 2 dispatchers, each during a steady stream of durable
 //! messages to two users with two devices each (on different nodes): SIGKILL a gateway, SIGKILL
-//! a dispatcher, restart Redis, restart RabbitMQ, restart MariaDB. Each ends with every durable
+//! a dispatcher, restart Redis, restart RabbitMQ, restart MariaDB, RabbitMQ's disk alarm. Each ends with every durable
 //! message delivered to every device, in order, duplicates only of messages whose ack could not
 //! have been recorded yet.
 //!
@@ -168,4 +168,59 @@ async fn restart_mariadb() {
         Vec::new()
     })
     .await;
+}
+
+/// RabbitMQ's disk alarm blocks every connection that publishes — the gateways' HTTP publishes
+/// and events, the dispatchers' deliveries to nodes — until it lifts; the broker says so
+/// (`connection.blocked`) once a connection has published into the alarm. An HTTP publish then
+/// answers 503 when its wait for the broker is over, not when the alarm lifts: the first one a
+/// gateway sends into the alarm with its `id` (the broker may take it late), every later one
+/// without sending anything, and what it refused so is never delivered. The gateway shows the
+/// block in `pushgate_broker_blocked` and stays ready for sessions; once the alarm lifts, the
+/// stream completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_disk_alarm() {
+    const BLOCKED: &str = "pushgate_broker_blocked";
+    let cluster = TestCluster::start(3, 2).await;
+    // The probes go to a user of their own, watched by one device.
+    let watcher =
+        Device::start(cluster.ws_urls(), cluster.gateways[0].token("chaos-probe", Some("one"), &[]), ACK_GRACE);
+    let probe = |id: &str| json!({"id": id, "to": {"users": ["chaos-probe"]}, "data": "probe"}).to_string();
+    let mut sent_into_alarm = true;
+    // The stream goes through gateways 0 and 2; gateway 1 is probed.
+    under_stream(cluster, vec![0, 2], async |cluster| {
+        let gw = &cluster.gateways[1];
+        let alarm = services::DiskAlarm::raise();
+        // Into the alarm: the broker reads it, then blocks the connection, and no confirm comes.
+        let asked = tokio::time::Instant::now();
+        let (status, body) = gw.post_json("/v1/publish", probe("sent-into-alarm")).await;
+        let waited = asked.elapsed();
+        assert_eq!((status, &body["error"]), (503, &json!("unavailable")), "{body}");
+        assert!(waited < Duration::from_secs(12), "answered after {waited:?}");
+        // Unless the node's own events reached the alarm first, and this one was refused unsent.
+        sent_into_alarm = body.get("id").is_some();
+        gw.wait_metric(BLOCKED, &[], |v| v == 1.0).await;
+        // Known to be blocked: nothing is sent, and the answer comes after the broker wait (5 s).
+        let asked = tokio::time::Instant::now();
+        let (status, body) = gw.post_json("/v1/publish", probe("refused-while-blocked")).await;
+        let waited = asked.elapsed();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.get("id").is_none(), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("blocking publishers: low on disk"), "{body}");
+        assert!((Duration::from_secs(4)..Duration::from_secs(8)).contains(&waited), "answered after {waited:?}");
+        // Sessions are not the broker's business: the node stays ready for them.
+        assert_eq!(gw.get_json("/readyz").await.0, 200);
+        drop(alarm);
+        gw.wait_metric(BLOCKED, &[], |v| v == 0.0).await;
+        assert!(gw.metrics().await.lines().any(|l| l == format!("{BLOCKED} 0")), "the gauge is exported");
+        Vec::new()
+    })
+    .await;
+    // The stream is complete, so anything the broker took from the gateway is through too.
+    let expected: &[&str] = if sent_into_alarm { &["sent-into-alarm"] } else { &[] };
+    if sent_into_alarm {
+        watcher.wait_for(1, Duration::from_secs(30)).await;
+    }
+    assert_eq!(watcher.log().ids, expected, "the broker's late take delivered, the refused publish never");
+    watcher.assert_guarantees(expected.len() as u64);
 }
