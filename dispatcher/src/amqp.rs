@@ -131,7 +131,9 @@ impl Amqp {
     /// Publishes persistently and waits for the broker's confirm, retrying across reconnects
     /// until `within` has passed. `mandatory` makes an unroutable message an error. While the
     /// broker blocks publishers, nothing is sent: a message sent then would wait in the
-    /// connection, unconfirmed, for as long as the alarm lasts.
+    /// connection, unconfirmed, for as long as the alarm lasts. (The broker says it blocks only
+    /// once the connection has published into the alarm, so that first message is sent, and
+    /// waits for its confirm.)
     pub async fn publish(
         &self,
         exchange: &str,
