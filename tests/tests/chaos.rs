@@ -1,8 +1,8 @@
 //! Chaos on a cluster of 3 gateways and 2 dispatchers, each during a steady stream of durable
 //! messages to two users with two devices each (on different nodes): SIGKILL a gateway, SIGKILL
-//! a dispatcher, restart Redis, restart RabbitMQ, restart MariaDB, RabbitMQ's disk alarm. Each ends with every durable
-//! message delivered to every device, in order, duplicates only of messages whose ack could not
-//! have been recorded yet.
+//! a dispatcher, restart Redis, restart RabbitMQ, restart MariaDB, raise RabbitMQ's disk alarm.
+//! Each ends with every durable message delivered to every device, in order, duplicates only of
+//! messages whose ack could not have been recorded yet.
 //!
 //! These restart the machine's shared services, so they run alone: `ops/test` runs this file in
 //! its own pass, one test at a time.
