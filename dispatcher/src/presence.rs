@@ -7,7 +7,8 @@
 //! runs can share one Redis:
 //! - `{p}:presence:{user}` — hash: session id → `{"node","device","since"}`;
 //! - `{p}:node:{node}:sessions` — set of `user session` pairs on a node (what a sweep removes);
-//! - `{p}:nodes` — sorted set: node id → lease expiry (ms since the Unix epoch).
+//! - `{p}:nodes` — sorted set: node id → lease expiry (ms since the Unix epoch);
+//! - `{p}:health:{node}` — a gateway's health-check write, expiring in seconds.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,6 +43,11 @@ impl Keys {
 
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
+    }
+
+    /// A key a node writes to check that Redis takes its writes (expires by itself).
+    pub fn health(&self, node: &str) -> String {
+        format!("{}:health:{node}", self.prefix)
     }
 
     fn sweep_lock(&self, node: &str) -> String {
@@ -111,14 +117,28 @@ pub fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// Pings Redis every `every` and keeps `pushgate_backend_up{backend="redis"}` and `up` current.
+/// Runs `probe` against Redis every `every` and keeps `pushgate_backend_up{backend="redis"}` and
+/// `up` current; logs each change, with Redis's own words. A process that only reads and
+/// publishes probes with `PING`; one that must write probes with a write, because Redis out of
+/// memory (or a read-only replica) refuses writes and still answers `PING`.
 pub async fn watch_health(
     mut redis: ConnectionManager,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    probe: redis::Cmd,
     every: Duration,
 ) {
+    let mut was = None;
     loop {
-        let ok = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
+        let result = probe.query_async::<()>(&mut redis).await;
+        let ok = result.is_ok();
+        match result {
+            Err(e) if was != Some(false) => {
+                tracing::warn!(error = %e, "Redis fails its health check: reporting it down")
+            }
+            Ok(()) if was == Some(false) => tracing::info!("Redis passes its health check again"),
+            _ => {}
+        }
+        was = Some(ok);
         up.store(ok, std::sync::atomic::Ordering::Relaxed);
         gauge!(BACKEND_UP, "backend" => "redis").set(if ok { 1.0 } else { 0.0 });
         tokio::time::sleep(every).await;

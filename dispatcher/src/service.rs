@@ -202,7 +202,10 @@ pub async fn start(config: DispatcherConfig, admin: TcpListener) -> Result<Dispa
         Arc::new(move |channel| Box::pin(async move { topology::declare_dispatcher(&channel, partitions).await })),
     );
     let redis = presence::connect(&backends.redis).map_err(|e| StartError::Invalid(format!("redis url: {e}")))?;
-    tasks.spawn(presence::watch_health(redis.clone(), health.redis.clone(), Duration::from_secs(1)));
+    // The dispatcher routes with reads and publishes on the bus, which Redis out of memory still
+    // serves: a PING is its health check.
+    let ping = redis::cmd("PING");
+    tasks.spawn(presence::watch_health(redis.clone(), health.redis.clone(), ping, Duration::from_secs(1)));
     let directory = Directory::new(redis, Keys::new(&config.cluster_name));
 
     let state = AdminState { amqp: amqp.clone(), health: health.clone(), metrics: metrics.clone() };

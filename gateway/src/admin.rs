@@ -166,15 +166,8 @@ async fn ready(State(state): State<AdminState>) -> Response {
     if node.lifecycle.is_draining() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "node is draining").into_response();
     }
-    if !node.backends_up() {
-        let down: Vec<&str> = [
-            ("store", !node.durable.store_up()),
-            ("amqp", node.cluster.as_ref().is_some_and(|c| !c.amqp.is_up())),
-            ("redis", node.cluster.as_ref().is_some_and(|c| !c.redis_up.load(std::sync::atomic::Ordering::Relaxed))),
-        ]
-        .into_iter()
-        .filter_map(|(name, down)| down.then_some(name))
-        .collect();
+    let down = node.backends_down();
+    if !down.is_empty() {
         let message = format!("backend down: {}", down.join(", "));
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backend_down", message).into_response();
     }

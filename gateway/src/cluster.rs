@@ -61,7 +61,7 @@ pub struct Cluster {
     pub amqp: Amqp,
     pub directory: Directory,
     pub bus: Subscriber,
-    pub redis_up: Arc<AtomicBool>,
+    redis_up: Arc<AtomicBool>,
     presence: mpsc::UnboundedSender<PresenceOp>,
 }
 
@@ -100,16 +100,19 @@ impl Cluster {
         let keys = Keys::new(&config.cluster_name);
         let redis = presence::connect(redis_url).map_err(|e| format!("redis url: {e}"))?;
         let redis_up = Arc::new(AtomicBool::new(false));
-        tokio::spawn(presence::watch_health(redis.clone(), redis_up.clone(), Duration::from_secs(1)));
+        // The node needs Redis to take its writes (presence, lease): its health check is a write.
+        let mut probe = redis::cmd("SET");
+        probe.arg(keys.health(node_id)).arg(1).arg("PX").arg(5_000);
+        tokio::spawn(presence::watch_health(redis.clone(), redis_up.clone(), probe, Duration::from_secs(1)));
         let (bus, bus_events) = Subscriber::start(redis_url.to_owned(), keys.clone());
         let (presence, presence_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self { amqp, directory: Directory::new(redis, keys), bus, redis_up, presence });
         Ok((cluster, Inputs { bus: bus_events, presence: presence_rx }))
     }
 
-    /// Whether the broker and Redis are reachable.
-    pub fn is_up(&self) -> bool {
-        self.amqp.is_up() && self.redis_up.load(Ordering::Relaxed)
+    /// Whether Redis takes this node's writes (its health check, every second).
+    pub fn redis_up(&self) -> bool {
+        self.redis_up.load(Ordering::Relaxed)
     }
 
     /// Registers a session in the directory and waits until the entry is written (false after
@@ -182,19 +185,39 @@ async fn write_presence(directory: Directory, mut ops: mpsc::UnboundedReceiver<P
     }
 }
 
-/// Renews the node's lease; when Redis has forgotten the node, writes every local session again
-/// and asks every session to re-read its inbox. Also sweeps nodes whose lease expired.
+/// Renews the node's lease; when Redis has forgotten the node, or the lease lapsed before a
+/// renewal got through (Redis refused or missed the writes for longer than [`LEASE`]: meanwhile
+/// dispatchers routed this node's users to no node, and their messages wait in the inboxes),
+/// writes every local session again and asks every session to re-read its inbox. Also sweeps
+/// nodes whose lease expired.
 async fn keep_lease(node: Arc<Node>, stop: CancellationToken) {
     let Some(cluster) = node.cluster.clone() else { return };
-    let mut first = true;
+    // Until when the last renewal that got through holds the lease (none before the first).
+    let mut held_until: Option<u64> = None;
     loop {
         let until = pushgate_protocol::now_ms() + LEASE.as_millis() as u64;
         match cluster.directory.renew_lease(&node.node_id, until).await {
-            Ok(missing) if missing && !first => {
-                tracing::warn!("Redis lost this node's presence: writing it again, sessions re-read their inboxes");
-                resync(&node, &cluster);
+            Ok(missing) => {
+                let now = pushgate_protocol::now_ms();
+                match held_until {
+                    Some(_) if missing => {
+                        tracing::warn!(
+                            "Redis lost this node's presence: writing it again, sessions re-read their inboxes"
+                        );
+                        resync(&node, &cluster);
+                    }
+                    Some(held) if held < now => {
+                        let lapsed_ms = now - held;
+                        tracing::warn!(
+                            lapsed_ms,
+                            "this node's lease lapsed before Redis took a renewal: writing presence again, sessions re-read their inboxes"
+                        );
+                        resync(&node, &cluster);
+                    }
+                    _ => {}
+                }
+                held_until = Some(until);
             }
-            Ok(_) => first = false,
             Err(e) => tracing::debug!(error = %e, "renewing the lease failed"),
         }
         if let Err(e) = cluster.directory.sweep(pushgate_protocol::now_ms()).await {

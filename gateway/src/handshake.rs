@@ -1,8 +1,9 @@
 //! The upgrade of a client connection (SPEC §3): read the request — waiting, holding no buffer,
 //! when it has not arrived by the accept — under a size limit (the caller bounds the time);
 //! refuse it with the right status and JSON body in the SPEC's order — 404 path, 400 not an
-//! upgrade or bad query, 503 full or draining, 403 origin, 401 token — or accept it with `101
-//! Switching Protocols`, which the caller writes together with the session's first frame.
+//! upgrade or bad query, 503 full, draining or a backend a session needs down, 403 origin, 401
+//! token — or accept it with `101 Switching Protocols`, which the caller writes together with the
+//! session's first frame.
 
 use std::borrow::Cow;
 
@@ -222,6 +223,9 @@ fn decide(node: &Node, request: &Request<'_>, full: bool) -> Result<Upgrade, Ref
     }
     if full {
         return Err(Refusal::unavailable("node_full", "node is at its connection limit", RETRY_AFTER_S));
+    }
+    if let Some(why) = node.sessions_refused_because().filter(|_| !echo) {
+        return Err(Refusal::unavailable("backend_down", why, RETRY_AFTER_S));
     }
     if !origin_allowed(&node.config.allowed_origins, request.origin) {
         return Err(Refusal::forbidden_origin());

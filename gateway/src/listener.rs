@@ -208,7 +208,8 @@ fn echo_session(node: &Arc<Node>) -> Session {
 
 /// A client session up to its first frame: registered before its cursor is read (so nothing
 /// committed after that is missed: it arrives live, or the replay reads it), and welcomed with
-/// its cursor — `welcome` written behind `response` (the `101`) in one write.
+/// its cursor — `welcome` written behind `response` (the `101`) in one write — or, when its
+/// presence entry or its cursor cannot be had, closed without a `welcome` (1013, 1011).
 async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<u64>, response: Vec<u8>) -> Session {
     let now = node.clock.now_ms();
     let handle = SessionHandle::new(node.registry.next_id(), claims.sub, claims.dev, now_ms(), claims.exp, now);
@@ -228,22 +229,23 @@ async fn start_client(node: &Arc<Node>, claims: SessionClaims, last_seq: Option<
     };
     let resume = node.durable.resume_point(&shared.user, shared.device.as_ref(), last_seq).await;
     let start = *resume.as_ref().unwrap_or(&ResumePoint { cursor: 0, backlog: true });
-    let welcome = ServerFrame::Welcome {
-        session: handle.id_string().into(),
-        node: node.node_id.as_str().into(),
-        user: shared.user.as_str().into(),
-        heartbeat_s: node.config.heartbeat_s(),
-        last_seq: start.cursor,
-    }
-    .encode();
     let mut first = response;
-    first.extend_from_slice(&welcome);
     if !present {
         tracing::warn!("the presence directory is unreachable; asking the client to come back later");
         handle.request_close(CloseRequest::new(CloseCode::Overloaded, "presence unavailable"));
     } else if let Err(e) = &resume {
         tracing::warn!(error = %e, "cursor lookup failed; closing the session");
         handle.request_close(CloseRequest::new(CloseCode::Internal, "inbox unavailable"));
+    } else {
+        // A session closed at its set-up gets no `welcome`: it never started.
+        let welcome = ServerFrame::Welcome {
+            session: handle.id_string().into(),
+            node: node.node_id.as_str().into(),
+            user: shared.user.as_str().into(),
+            heartbeat_s: node.config.heartbeat_s(),
+            last_seq: start.cursor,
+        };
+        first.extend_from_slice(&welcome.encode());
     }
     node.durable.book.session_event(session_event(node, &handle, SessionEventKind::Open));
     let role = Role::Client(ClientState::new(claims.chs, start));

@@ -184,9 +184,30 @@ impl Node {
         })
     }
 
-    /// Whether every backend the node needs is reachable (readiness).
-    pub fn backends_up(&self) -> bool {
-        self.durable.store_up() && self.cluster.as_ref().is_none_or(|c| c.is_up())
+    /// The backends the node needs that are down now, by name (readiness lists them).
+    pub fn backends_down(&self) -> Vec<&'static str> {
+        let cluster = self.cluster.as_deref();
+        [
+            ("store", !self.durable.store_up()),
+            ("amqp", cluster.is_some_and(|c| !c.amqp.is_up())),
+            ("redis", cluster.is_some_and(|c| !c.redis_up())),
+        ]
+        .into_iter()
+        .filter_map(|(name, down)| down.then_some(name))
+        .collect()
+    }
+
+    /// Why a new session cannot be set up now, if a backend its set-up needs is down: its
+    /// presence entry (cluster) or its cursor (the store). Such a session would only be closed
+    /// after its upgrade, so it is refused before (503).
+    pub fn sessions_refused_because(&self) -> Option<&'static str> {
+        if self.cluster.as_ref().is_some_and(|c| !c.redis_up()) {
+            Some("the presence directory (Redis) is unavailable; reconnect later")
+        } else if !self.durable.store_up() {
+            Some("the message store is unavailable; reconnect later")
+        } else {
+            None
+        }
     }
 
     /// Whether the demo page is served (by default only in standalone mode).

@@ -91,3 +91,38 @@ impl Drop for DiskAlarm {
         run("rabbitmqctl", &["set_disk_free_limit", &self.limit]);
     }
 }
+
+/// The `maxmemory` that makes Redis refuse writes (`ops/services.sh` knows it too, and lifts a
+/// refusal a killed test left behind).
+pub const REDIS_REFUSAL_MAXMEMORY: &str = "1";
+
+/// Redis out of memory, in effect until dropped: with `maxmemory` 1 byte and no eviction it
+/// refuses every command that could grow its memory (`OOM command not allowed …`) and goes on
+/// answering reads, `PING`, deletes and pub/sub. Dropping puts the previous settings back.
+pub struct RedisRefusesWrites {
+    maxmemory: String,
+    policy: String,
+}
+
+impl RedisRefusesWrites {
+    pub fn start() -> Self {
+        let get = |key: &str| {
+            let out = Command::new("redis-cli").args(["-p", "6379", "config", "get", key]).output();
+            let out = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            out.lines().nth(1).map(str::to_owned)
+        };
+        // Redis's defaults, when a setting cannot be read or is this refusal's own.
+        let maxmemory = get("maxmemory").filter(|m| m != REDIS_REFUSAL_MAXMEMORY).unwrap_or_else(|| "0".to_owned());
+        let policy = get("maxmemory-policy").unwrap_or_else(|| "noeviction".to_owned());
+        run("redis-cli", &["-p", "6379", "config", "set", "maxmemory-policy", "noeviction"]);
+        run("redis-cli", &["-p", "6379", "config", "set", "maxmemory", REDIS_REFUSAL_MAXMEMORY]);
+        Self { maxmemory, policy }
+    }
+}
+
+impl Drop for RedisRefusesWrites {
+    fn drop(&mut self) {
+        run("redis-cli", &["-p", "6379", "config", "set", "maxmemory", &self.maxmemory]);
+        run("redis-cli", &["-p", "6379", "config", "set", "maxmemory-policy", &self.policy]);
+    }
+}

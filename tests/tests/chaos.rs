@@ -2,7 +2,8 @@
 //! messages to two users with two devices each (on different nodes): SIGKILL a gateway, SIGKILL
 //! a dispatcher, restart Redis, restart RabbitMQ, restart MariaDB, raise RabbitMQ's disk alarm.
 //! Each ends with every durable message delivered to every device, in order, duplicates only of
-//! messages whose ack could not have been recorded yet.
+//! messages whose ack could not have been recorded yet. And Redis out of memory, refusing writes
+//! for longer than a node's lease: a message routed meanwhile still reaches the open session.
 //!
 //! These restart the machine's shared services, so they run alone: `ops/test` runs this file in
 //! its own pass, one test at a time.
@@ -13,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use pushgate_tests::{Device, Dispatcher, TestCluster, eventually, services};
+use pushgate_tests::{Client, Device, Dispatcher, RawClient, TestCluster, eventually, services};
 use serde_json::json;
 
 /// Messages per run (each to both users) and the publish rate.
@@ -223,4 +224,66 @@ async fn rabbitmq_disk_alarm() {
     }
     assert_eq!(watcher.log().ids, expected, "the broker's late take delivered, the refused publish never");
     watcher.assert_guarantees(expected.len() as u64);
+}
+
+/// Redis out of memory refuses every write — presence, leases — and goes on answering reads and
+/// `PING`. Each gateway says so (readiness 503 naming redis, `pushgate_backend_up{backend="redis"}`
+/// 0) and refuses a new session at once with 503 `backend_down`, instead of upgrading it only to
+/// close it; open sessions stay, and the dispatcher, which routes with reads, stays up. The
+/// nodes' leases lapse meanwhile, so a user's message is routed to no node and waits in the inbox:
+/// once Redis takes writes again, the node that held the user's session renews its lease, writes
+/// its presence again and has its sessions re-read their inboxes, so the message reaches the open
+/// session with no reconnect and no later message to pull it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refuses_writes() {
+    const REDIS_UP: &str = "pushgate_backend_up";
+    const REDIS: &[(&str, &str)] = &[("backend", "redis")];
+    /// A gateway's lease (10 s) and a renewal period (2.5 s), with a margin.
+    const LEASE_LAPSED: Duration = Duration::from_secs(14);
+    let cluster = TestCluster::start(2, 1).await;
+    let token = cluster.gateways[0].token("chaos-probe", Some("one"), &[]);
+    let watcher = Device::start(vec![cluster.gateways[0].ws_url()], token.clone(), ACK_GRACE);
+    let probe = |id: &str| json!({"id": id, "to": {"users": ["chaos-probe"]}, "data": "probe"}).to_string();
+    assert_eq!(cluster.gateways[1].post_json("/v1/publish", probe("before")).await.0, 202);
+    watcher.wait_for(1, Duration::from_secs(10)).await;
+
+    let refusal = services::RedisRefusesWrites::start();
+    for gw in &cluster.gateways {
+        gw.wait_metric(REDIS_UP, REDIS, |v| v == 0.0).await;
+        let (status, body) = gw.get_json("/readyz").await;
+        assert_eq!((status, &body["error"]), (503, &json!("backend_down")), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("redis"), "{body}");
+        let log = gw.log();
+        assert!(log.contains("Redis fails its health check") && log.contains("OOM"), "the log says why");
+    }
+    let dispatcher = cluster.dispatchers[0].metrics().await;
+    assert!(dispatcher.contains(r#"pushgate_backend_up{backend="redis"} 1"#), "the dispatcher reads on: {dispatcher}");
+    // A new session is refused before its upgrade, at once, and told when to come back.
+    let addr = cluster.gateways[0].client_addr;
+    let asked = tokio::time::Instant::now();
+    let (status, head, body) = RawClient::http(addr, &RawClient::upgrade_request(addr, &token)).await;
+    assert_eq!(status, 503, "{head}{body}");
+    assert!(body.contains("backend_down") && body.contains("presence"), "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "refused after {:?}", asked.elapsed());
+
+    // Published once every lease has lapsed: accepted (MySQL and RabbitMQ are fine), stored.
+    tokio::time::sleep(LEASE_LAPSED).await;
+    assert_eq!(cluster.gateways[1].post_json("/v1/publish", probe("while-refused")).await.0, 202);
+    drop(refusal);
+
+    for gw in &cluster.gateways {
+        gw.wait_metric(REDIS_UP, REDIS, |v| v == 1.0).await;
+        gw.wait_ready().await;
+    }
+    watcher.wait_for(2, Duration::from_secs(15)).await;
+    // The node found its lease lapsed, or a sweep took its presence first.
+    let log = cluster.gateways[0].log();
+    assert!(log.contains("this node's lease lapsed") || log.contains("Redis lost this node's presence"));
+    let log = watcher.log();
+    assert_eq!(log.ids, ["before", "while-refused"]);
+    assert_eq!(log.connections, 1, "delivered to the open session: {:?}", log.endings);
+    watcher.assert_guarantees(2);
+    let mut client = Client::connect(&format!("{}?token={token}", cluster.gateways[1].ws_url())).await.unwrap();
+    client.expect("welcome").await;
 }
