@@ -166,11 +166,24 @@ async fn write_presence(directory: Directory, mut ops: mpsc::UnboundedReceiver<P
             }
         }
         let mut backoff = pushgate_dispatcher::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        // A batch's first failure is a warning, its retries are not (Redis's health check has
+        // said it is down).
+        let mut failures = 0u32;
         loop {
             match directory.apply(&changes).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, changes = changes.len(), "presence written after retries");
+                    }
+                    break;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, changes = changes.len(), "writing presence failed; retrying");
+                    if failures == 0 {
+                        tracing::warn!(error = %e, changes = changes.len(), "writing presence failed; retrying");
+                    } else {
+                        tracing::debug!(error = %e, changes = changes.len(), "writing presence failed again");
+                    }
+                    failures += 1;
                     tokio::select! {
                         () = backoff.wait() => {}
                         () = stop.cancelled() => return,
