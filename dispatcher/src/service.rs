@@ -247,12 +247,23 @@ pub async fn start(config: DispatcherConfig, admin: TcpListener) -> Result<Dispa
             };
             tracing::info!("store open");
             tasks.spawn(watch_store(store.clone(), health));
+            let max_data_bytes = match store.largest_data() {
+                Some(allowed) if allowed < config.max_data_bytes => {
+                    tracing::warn!(
+                        configured = config.max_data_bytes,
+                        allowed,
+                        "max_data_bytes lowered to fit MySQL's max_allowed_packet: larger data is dead-lettered"
+                    );
+                    allowed
+                }
+                _ => config.max_data_bytes,
+            };
             let router = Arc::new(Router {
                 amqp: amqp.clone(),
                 store: store.clone(),
                 directory: directory.clone(),
                 limits: EnvelopeLimits {
-                    max_data_bytes: config.max_data_bytes,
+                    max_data_bytes,
                     max_data_depth: config.max_data_depth,
                     ..EnvelopeLimits::default()
                 },

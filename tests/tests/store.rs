@@ -1,6 +1,6 @@
 //! The durable store against real SQLite and real MariaDB, the same scenarios for both:
 //! consecutive seqs, idempotency, a thousand receivers, cursors, expiry and purge, concurrent
-//! writers, the session log.
+//! writers, the session log, a batch larger than one statement may be.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -43,6 +43,22 @@ async fn cursors(store: &AnyStore, user: &str, device: Option<&str>) -> Cursors 
     store.cursors(&[(user, device)]).await.unwrap().pop().unwrap()
 }
 
+/// A user's whole inbox, read in pages of `page`, as the messages' data; checks that the seqs
+/// run 1, 2, 3… with no gap.
+async fn whole_inbox(store: &AnyStore, user: &str, page: u32) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    loop {
+        let entries = store.inbox(user, all.len() as u64, None, page, now_ms()).await.unwrap();
+        if entries.is_empty() {
+            return all;
+        }
+        for entry in entries {
+            assert_eq!(entry.seq, all.len() as u64 + 1);
+            all.push(serde_json::from_str(entry.data.get()).unwrap());
+        }
+    }
+}
+
 fn message(envelope: serde_json::Value, ts: u64) -> Message {
     Message::accept(Envelope::decode(envelope.to_string().as_bytes(), &EnvelopeLimits::default()).unwrap(), ts)
 }
@@ -72,7 +88,25 @@ both_stores!(
     expired_messages_are_never_read_and_are_purged,
     concurrent_writers_never_reuse_or_skip_a_seq,
     the_session_log_records_opens_and_closes,
+    a_batch_larger_than_a_statement_may_be_is_stored,
 );
+
+/// 400 messages of 60,000 bytes each (24 MB) in one append: more than MariaDB takes in one
+/// statement (`max_allowed_packet`, 16 MiB by default), which refused the batch at every retry.
+async fn a_batch_larger_than_a_statement_may_be_is_stored(kind: &str) {
+    const MESSAGES: u64 = 400;
+    let f = fixture(kind).await;
+    let big = "x".repeat(60_000);
+    let batch: Vec<Message> =
+        (1..=MESSAGES).map(|n| message(json!({"to": {"users": ["u1"]}, "data": [n, big]}), now_ms())).collect();
+    let appended = f.store.append(&batch, now_ms(), DAY).await.unwrap();
+    assert_eq!(appended.len() as u64, MESSAGES);
+    let inbox = whole_inbox(&f.store, "u1", 100).await;
+    assert_eq!(inbox.len() as u64, MESSAGES);
+    for (n, data) in (1..).zip(inbox) {
+        assert_eq!(data, json!([n, big]));
+    }
+}
 
 async fn ten_thousand_messages_get_consecutive_seqs(kind: &str) {
     let f = fixture(kind).await;
@@ -83,20 +117,11 @@ async fn ten_thousand_messages_get_consecutive_seqs(kind: &str) {
             assert_eq!(a.seqs, vec![(UserId::new("u1").unwrap(), *n)]);
         }
     }
-    let mut seen = 0u64;
-    loop {
-        let page = f.store.inbox("u1", seen, None, 1000, now_ms()).await.unwrap();
-        if page.is_empty() {
-            break;
-        }
-        for entry in page {
-            seen += 1;
-            assert_eq!(entry.seq, seen);
-            let data: serde_json::Value = serde_json::from_str(entry.data.get()).unwrap();
-            assert_eq!(data["n"], seen);
-        }
+    let inbox = whole_inbox(&f.store, "u1", 1000).await;
+    assert_eq!(inbox.len(), 10_000);
+    for (n, data) in (1u64..).zip(inbox) {
+        assert_eq!(data["n"], n);
     }
-    assert_eq!(seen, 10_000);
     // Bounded reads: `before` stops short.
     let page = f.store.inbox("u1", 100, Some(105), 1000, now_ms()).await.unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![101, 102, 103, 104]);

@@ -162,6 +162,41 @@ pub struct Purged {
 pub const PURGE_CHUNK: u32 = 5_000;
 /// Rows per multi-row INSERT: well under both dialects' placeholder limits (5 columns × 2000).
 pub const INSERT_CHUNK: usize = 2_000;
+/// Most message data per multi-row INSERT of messages, where the server allows that much. A
+/// MySQL statement travels as one packet, and a packet above the server's `max_allowed_packet`
+/// is refused and drops the connection: a batch cut by rows only (2,000 rows of up to 64 KiB)
+/// failed the same way at every retry, and stalled its ingest partition for good.
+pub const INSERT_DATA_BYTES: usize = 4 * 1024 * 1024;
+/// What a message row adds to its statement besides its data (ids, times, framing), counted
+/// generously.
+pub const INSERT_ROW_OVERHEAD: usize = 256;
+
+/// `messages` cut into runs of at most [`INSERT_CHUNK`] rows whose data and row overhead
+/// together stay within `budget` bytes; a message larger than that goes alone.
+pub(crate) fn message_runs<'a, 'm>(
+    messages: &'a [NewMessage<'m>],
+    budget: usize,
+) -> impl Iterator<Item = &'a [NewMessage<'m>]> + 'a {
+    let mut rest = messages;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let len = rest
+            .iter()
+            .take(INSERT_CHUNK)
+            .take_while(|m| {
+                bytes += m.data.len() + INSERT_ROW_OVERHEAD;
+                bytes <= budget
+            })
+            .count()
+            .max(1);
+        let (run, after) = rest.split_at(len);
+        rest = after;
+        Some(run)
+    })
+}
 
 /// Rows per INSERT of the session log. A batch is written in statements of these sizes, largest
 /// first, in one transaction: a handful of statement texts serve every batch, each prepared once
@@ -241,6 +276,15 @@ impl AnyStore {
             Ok(Self::Mysql(MysqlStore::open(&url.replacen("mariadb:", "mysql:", 1), pool_size).await?))
         } else {
             Ok(Self::Sqlite(SqliteStore::open(url, pool_size).await?))
+        }
+    }
+
+    /// The largest message data the store can take in one statement, where it has a limit
+    /// (MySQL's `max_allowed_packet`, less a margin for the rest of the statement).
+    pub fn largest_data(&self) -> Option<usize> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Mysql(store) => Some(store.max_packet().saturating_sub(4 * INSERT_ROW_OVERHEAD)),
         }
     }
 
@@ -450,6 +494,29 @@ mod tests {
 
     fn message(json: &str) -> Message {
         Message::accept(Envelope::decode(json.as_bytes(), &EnvelopeLimits::default()).unwrap(), 1_000)
+    }
+
+    #[test]
+    fn message_runs_stay_within_their_budget_and_cover_every_message_once_in_order() {
+        let data: Vec<String> = [10, 3_000, 500, 9_000, 40, 40, 2_000].iter().map(|n| "x".repeat(*n)).collect();
+        let messages: Vec<NewMessage<'_>> =
+            data.iter().map(|d| NewMessage { key: Uuid::nil(), msg_id: "m", ts: 0, expires_at: 0, data: d }).collect();
+        let budget = 4_000;
+        let runs: Vec<&[NewMessage<'_>]> = message_runs(&messages, budget).collect();
+        let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+        // 10+3,000 fit; 500 then 9,000 does not; 9,000 goes alone; 40, 40, 2,000 fit.
+        assert_eq!(lens, [2, 1, 1, 3]);
+        for run in runs.iter().filter(|r| r.len() > 1) {
+            let bytes: usize = run.iter().map(|m| m.data.len() + INSERT_ROW_OVERHEAD).sum();
+            assert!(bytes <= budget, "{bytes}");
+        }
+        let flat: Vec<&str> = runs.iter().flat_map(|r| r.iter().map(|m| m.data)).collect();
+        assert_eq!(flat, data.iter().map(String::as_str).collect::<Vec<_>>());
+        let many: Vec<NewMessage<'_>> =
+            (0..5_000).map(|_| NewMessage { key: Uuid::nil(), msg_id: "m", ts: 0, expires_at: 0, data: "1" }).collect();
+        let lens: Vec<usize> = message_runs(&many, usize::MAX).map(<[_]>::len).collect();
+        assert_eq!(lens, [INSERT_CHUNK, INSERT_CHUNK, 1_000], "rows are bounded too");
+        assert_eq!(message_runs(&[], budget).count(), 0);
     }
 
     #[test]

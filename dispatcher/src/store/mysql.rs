@@ -12,9 +12,9 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, InboxEntry, LOG_ROWS_PER_INSERT, LOOKUP_CHUNK,
-    MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry, keyed_ids,
-    merge_acks, plan, receivers, runs_of, seqs_by_key, to_i64,
+    Ack, AnyStore, Appended, CursorKey, Cursors, INSERT_CHUNK, INSERT_DATA_BYTES, InboxEntry, LOG_ROWS_PER_INSERT,
+    LOOKUP_CHUNK, MergedAcks, PURGE_CHUNK, Purged, Seen, SessionEvent, Store, StoreError, cursor_key_lists, entry,
+    keyed_ids, merge_acks, message_runs, plan, receivers, runs_of, seqs_by_key, to_i64,
 };
 use crate::Message;
 
@@ -32,6 +32,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql"
 #[derive(Debug, Clone)]
 pub struct MysqlStore {
     pool: MySqlPool,
+    /// The server's `max_allowed_packet`: no statement may be larger.
+    max_packet: usize,
 }
 
 impl MysqlStore {
@@ -45,7 +47,20 @@ impl MysqlStore {
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
-        Ok(Self { pool })
+        let max_packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet").fetch_one(&pool).await?;
+        Ok(Self { pool, max_packet: usize::try_from(max_packet).unwrap_or(usize::MAX) })
+    }
+
+    /// The server's `max_allowed_packet` (read at open): a message whose data comes near it
+    /// cannot be stored.
+    pub fn max_packet(&self) -> usize {
+        self.max_packet
+    }
+
+    /// Message data per INSERT: [`INSERT_DATA_BYTES`], or half the server's packet limit where
+    /// that is smaller.
+    fn insert_budget(&self) -> usize {
+        INSERT_DATA_BYTES.min(self.max_packet / 2)
     }
 
     /// The store as [`AnyStore`].
@@ -135,7 +150,7 @@ impl Store for MysqlStore {
         }
 
         let plan = plan(batch, &seen, heads);
-        for chunk in plan.messages.chunks(INSERT_CHUNK) {
+        for chunk in message_runs(&plan.messages, self.insert_budget()) {
             QueryBuilder::<MySql>::new("INSERT INTO messages (id, msg_id, ts, expires_at, data) ")
                 .push_values(chunk, |mut b, m| {
                     b.push_bind(m.key).push_bind(m.msg_id).push_bind(m.ts).push_bind(m.expires_at).push_bind(m.data);
