@@ -378,3 +378,20 @@ async fn processes_starting_together_on_a_new_database_all_open_it() {
     let appended = store.append(&[to_user("u", 1)], now_ms(), DAY).await.unwrap();
     assert_eq!(appended[0].seqs[0].1, 1, "the schema is whole after the concurrent start");
 }
+
+/// A store whose table is gone (a dropped or half-migrated database; a missing grant answers
+/// the same SQLSTATE class, 42) refuses every append: the store's fault, not the data's, so the
+/// error is worth retrying — the dispatcher waits for the store instead of dead-lettering every
+/// envelope as it did — and the append goes through once the table is back.
+#[tokio::test]
+async fn a_missing_table_is_worth_retrying_and_the_append_passes_once_it_is_back() {
+    let f = fixture("mariadb").await;
+    let pool = sqlx::MySqlPool::connect(&f.url).await.unwrap();
+    sqlx::query("RENAME TABLE messages TO messages_away").execute(&pool).await.unwrap();
+    let refused = f.store.append(&[to_user("u", 1)], now_ms(), DAY).await.unwrap_err();
+    assert!(refused.to_string().contains("1146"), "{refused}");
+    assert!(refused.is_transient(), "{refused}");
+    sqlx::query("RENAME TABLE messages_away TO messages").execute(&pool).await.unwrap();
+    let appended = f.store.append(&[to_user("u", 1)], now_ms(), DAY).await.unwrap();
+    assert_eq!(appended[0].seqs[0].1, 1, "the refused append left nothing behind");
+}

@@ -33,7 +33,9 @@ pub enum StoreError {
 impl StoreError {
     /// Worth retrying: everything but a refusal of the data itself. A dropped connection, a
     /// server shutting down or restarting, a deadlock, a lock timeout, a busy database or pool
-    /// all pass; a constraint violation, data that does not fit, or bad SQL do not.
+    /// all pass; so do a missing table and a missing grant (SQLSTATE class 42: with every value
+    /// bound, no data can cause them — the store is broken, and envelopes wait for it instead of
+    /// being dead-lettered). A constraint violation or data that does not fit do not.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Database(sqlx::Error::Database(db)) => {
@@ -42,12 +44,9 @@ impl StoreError {
                 }
                 let code = db.code();
                 let code = code.as_deref().unwrap_or("");
-                // MySQL: SQLSTATE classes 22 (data), 23 (integrity), 42 (syntax, access).
+                // MySQL: SQLSTATE classes 22 (data), 23 (integrity).
                 // SQLite: 18 too big, 20 type mismatch, 25 out of range.
-                !(code.starts_with("22")
-                    || code.starts_with("23")
-                    || code.starts_with("42")
-                    || matches!(code, "18" | "20" | "25"))
+                !(code.starts_with("22") || code.starts_with("23") || matches!(code, "18" | "20" | "25"))
             }
             Self::Database(
                 sqlx::Error::ColumnDecode { .. }
