@@ -8,7 +8,9 @@
 //! - `{p}:presence:{user}` — hash: session id → `{"node","device","since"}`;
 //! - `{p}:node:{node}:sessions` — set of `user session` pairs on a node (what a sweep removes);
 //! - `{p}:nodes` — sorted set: node id → lease expiry (ms since the Unix epoch);
-//! - `{p}:health:{node}` — a gateway's health-check write, expiring in seconds.
+//! - `{p}:health:{node}` — a gateway's health-check write, expiring in seconds;
+//! - `{p}:ch:{channel}`, `{p}:all` — each bus topic's count of messages published (the key has the
+//!   name of the pub/sub channel it counts; it expires a day after the topic's last message).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -62,6 +64,11 @@ impl Keys {
     /// The pub/sub channel of broadcasts.
     pub fn all(&self) -> String {
         format!("{}:all", self.prefix)
+    }
+
+    /// The pub/sub channel where a node receives its bus checkpoints (see `bus`).
+    pub fn checkpoint(&self, node: &str) -> String {
+        format!("{}:checkpoint:{node}", self.prefix)
     }
 
     /// The pub/sub channel of cluster-wide admin actions.

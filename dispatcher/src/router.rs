@@ -35,6 +35,9 @@ pub const INGESTED: &str = "pushgate_ingest_messages_total";
 pub const ROUTED: &str = "pushgate_routed_deliveries_total";
 /// The dead-letter kind of a durable message the store refused for good.
 const STORE: &str = "store";
+/// Channel and broadcast messages published on the bus in one round trip (each up to 64 KiB
+/// of data by default).
+const BUS_PART: usize = 64;
 
 /// Named bounds of the ingest.
 #[derive(Debug, Clone, Copy)]
@@ -163,12 +166,16 @@ impl Router {
                     ts: message.ts,
                     data: message.data.clone(),
                     channel: Some(channel.clone()),
+                    topic_seq: None,
+                    topic_epoch: None,
                 }),
                 Target::All => bus_messages.push(BusMessage {
                     id: message.id.clone(),
                     ts: message.ts,
                     data: message.data.clone(),
                     channel: None,
+                    topic_seq: None,
+                    topic_epoch: None,
                 }),
             }
         }
@@ -232,16 +239,17 @@ impl Router {
         if !futures_util::future::join_all(sends).await.into_iter().all(|sent| sent) {
             return;
         }
-        for message in &bus_messages {
+        // In order, a round trip per part (an error retries the part: a message may go twice).
+        for part in bus_messages.chunks(BUS_PART) {
             let keys = &self.directory.keys;
             let publish = || {
                 let mut redis = self.directory.redis();
-                async move { bus::publish(&mut redis, keys, message).await }
+                async move { bus::publish(&mut redis, keys, part).await }
             };
             if retry("publishing on the bus", stop, publish).await.is_none() {
                 return;
             }
-            counter!(ROUTED, "to" => "bus").increment(1);
+            counter!(ROUTED, "to" => "bus").increment(part.len() as u64);
         }
 
         // Only now: the envelopes are done.

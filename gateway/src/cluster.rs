@@ -104,7 +104,7 @@ impl Cluster {
         let mut probe = redis::cmd("SET");
         probe.arg(keys.health(node_id)).arg(1).arg("PX").arg(5_000);
         tokio::spawn(presence::watch_health(redis.clone(), redis_up.clone(), probe, Duration::from_secs(1)));
-        let (bus, bus_events) = Subscriber::start(redis_url.to_owned(), keys.clone());
+        let (bus, bus_events) = Subscriber::start(redis_url.to_owned(), redis.clone(), keys.clone(), node_id);
         let (presence, presence_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self { amqp, directory: Directory::new(redis, keys), bus, redis_up, presence });
         Ok((cluster, Inputs { bus: bus_events, presence: presence_rx }))
@@ -276,6 +276,9 @@ async fn follow_bus(node: Arc<Node>, mut events: mpsc::Receiver<BusEvent>, stop:
                 }
             }
             BusEvent::Connected => tracing::info!("subscribed to the Redis bus"),
+            BusEvent::Missed { channel, count } => {
+                delivery::announce_gap(&node, channel.as_ref(), count);
+            }
         }
     }
 }

@@ -3,6 +3,9 @@
 //! carries that user's `seq`) and the same `Bytes` is pushed to every receiving session — written
 //! to its socket right away when the session is idle (a direct write), queued otherwise.
 //!
+//! Messages the node itself missed (its bus connection was cut) are announced to the same
+//! audience as a `gap` frame.
+//!
 //! With direct writes the walk over the audience is where a broadcast's CPU goes (one `send`
 //! per session), so a large audience is walked by several threads at once, one part each.
 
@@ -238,6 +241,18 @@ pub fn deliver(node: &Node, content: Content<'_>, audience: Audience<'_>) -> Del
         counter!(DROPS, "reason" => "slow_consumer_closed").increment(done.overflowed as u64);
     }
     done
+}
+
+/// Tells a channel's subscribers (`None`: every session) that the node missed `missed` of the
+/// channel's (or broadcast) messages: each gets a `gap` frame. Returns how many sessions.
+pub fn announce_gap(node: &Node, channel: Option<&ChannelName>, missed: u64) -> usize {
+    let mut told = 0;
+    let tell = |session: &SessionHandle| told += usize::from(session.announce_gap(channel, missed));
+    match channel {
+        Some(channel) => node.registry.subscribers(channel).iter().for_each(tell),
+        None => node.registry.for_each(tell),
+    }
+    told
 }
 
 #[cfg(test)]

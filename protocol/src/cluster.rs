@@ -65,6 +65,15 @@ pub struct BusMessage {
     /// The channel; `None` for a broadcast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<ChannelName>,
+    /// Its number on its topic (1, 2, 3, …), stamped by Redis as it is published: a publisher
+    /// sends `None` and the bus's publish script adds it. A node that sees the numbers skip has
+    /// missed messages (its bus connection was cut). `None` on receipt: an unnumbered publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_seq: Option<u64>,
+    /// When the topic's count began (µs since the Unix epoch), stamped with `topic_seq`: a new
+    /// epoch means the numbering began again (Redis lost the count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_epoch: Option<u64>,
 }
 
 /// Gateway → gateways over Redis pub/sub: an admin action on every node.

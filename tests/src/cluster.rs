@@ -2,6 +2,8 @@
 //! and Redis key prefix, some dispatchers and some gateway nodes, all real processes.
 
 use futures_util::future::join_all;
+use pushgate_dispatcher::{bus, presence::Keys};
+use pushgate_protocol::{ChannelName, cluster::BusMessage};
 
 use crate::{Dispatcher, Gateway, GatewayOptions, TestDatabase, TestVhost, gateway::TEST_SECRET};
 
@@ -86,4 +88,63 @@ impl TestCluster {
     pub fn ws_urls(&self) -> Vec<String> {
         self.gateways.iter().map(Gateway::ws_url).collect()
     }
+
+    /// Cuts gateway `g`'s bus connection (its Redis pub/sub connection), deletes the counts of the
+    /// channels in `forget` (as a Redis restart loses them all) and publishes `messages` on the
+    /// bus the way a dispatcher does, in one Redis transaction: Redis runs it whole, so the
+    /// gateway cannot subscribe again before they are published. Returns the connections cut.
+    pub async fn cut_bus_and_publish(&self, g: usize, forget: &[&str], messages: &[BusMessage]) -> usize {
+        let client = redis::Client::open(REDIS_URL).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let list: String =
+            redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(&mut redis).await.unwrap();
+        let ours = tcp_peers_of(self.gateways[g].pid(), 6379);
+        let cut: Vec<&str> = list
+            .lines()
+            .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("addr=")))
+            .filter(|addr| ours.iter().any(|o| o == addr))
+            .collect();
+        let keys = Keys::new(&self.name);
+        let mut transaction = redis::pipe();
+        transaction.atomic();
+        for addr in &cut {
+            transaction.cmd("CLIENT").arg("KILL").arg("ADDR").arg(*addr).ignore();
+        }
+        for channel in forget {
+            transaction.del(keys.channel(&ChannelName::new(channel).unwrap())).ignore();
+        }
+        for message in messages {
+            transaction.add_command(bus::publish_command(&keys, message)).ignore();
+        }
+        transaction.query_async::<()>(&mut redis).await.unwrap();
+        cut.len()
+    }
+}
+
+/// The local addresses (`ip:port`) of process `pid`'s IPv4 TCP connections to `port`.
+fn tcp_peers_of(pid: u32, port: u16) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    let hex_addr = |field: &str| -> Option<(String, u16)> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        // /proc shows the address in the machine's byte order (little-endian here).
+        Some((std::net::Ipv4Addr::from(ip.swap_bytes()).to_string(), u16::from_str_radix(port, 16).ok()?))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local_ip, local_port) = hex_addr(fields.get(1)?)?;
+            let (_, remote_port) = hex_addr(fields.get(2)?)?;
+            let inode = *fields.get(9)?;
+            (remote_port == port && inodes.iter().any(|i| i == inode)).then(|| format!("{local_ip}:{local_port}"))
+        })
+        .collect()
 }

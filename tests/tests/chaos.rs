@@ -3,7 +3,8 @@
 //! a dispatcher, restart Redis, restart RabbitMQ, restart MariaDB, raise RabbitMQ's disk alarm.
 //! Each ends with every durable message delivered to every device, in order, duplicates only of
 //! messages whose ack could not have been recorded yet. And Redis out of memory, refusing writes
-//! for longer than a node's lease: a message routed meanwhile still reaches the open session.
+//! for longer than a node's lease: a message routed meanwhile still reaches the open session. And
+//! Redis restarted during a stream of channel messages: each is received or counted in a `gap`.
 //!
 //! These restart the machine's shared services, so they run alone: `ops/test` runs this file in
 //! its own pass, one test at a time.
@@ -14,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use pushgate_tests::{Client, Device, Dispatcher, RawClient, TestCluster, eventually, services};
+use pushgate_tests::{Client, Device, Dispatcher, RawClient, Received, TestCluster, eventually, services};
 use serde_json::json;
 
 /// Messages per run (each to both users) and the publish rate.
@@ -136,6 +137,82 @@ async fn restart_redis() {
         Vec::new()
     })
     .await;
+}
+
+/// Redis restarted (it keeps nothing, so every topic's count begins again) during a stream of
+/// channel messages: each subscriber, on each node, receives each message or is told of it in a
+/// `gap` frame — none is lost silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_redis_during_a_channel_stream() {
+    const STREAM: u64 = 300;
+    let cluster = TestCluster::start(2, 1).await;
+    let mut listeners = Vec::new();
+    for (g, gw) in cluster.gateways.iter().enumerate() {
+        let mut listener = gw.connect(&format!("listener-{g}")).await;
+        assert_eq!(listener.subscribe("ticker", None).await["type"], "subscribed");
+        listeners.push(listener);
+    }
+    let publish = async |data: serde_json::Value| {
+        let body = json!({"to": {"channel": "ticker"}, "data": data}).to_string();
+        eventually(Duration::from_secs(90), "a channel message accepted", || async {
+            for gw in &cluster.gateways {
+                if gw.post_json("/v1/publish", body.clone()).await.0 == 202 {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await;
+    };
+    let accepted = AtomicU64::new(0);
+    let stream = async {
+        for n in 0..STREAM {
+            publish(json!({"n": n})).await;
+            accepted.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let chaos = async {
+        eventually(Duration::from_secs(60), "a third of the stream", || async {
+            (accepted.load(Ordering::Relaxed) >= STREAM / 3).then_some(())
+        })
+        .await;
+        services::restart_redis().await;
+    };
+    tokio::join!(stream, chaos);
+
+    // Markers after the stream until each listener has one (a node may still be subscribing
+    // again: a marker it misses is counted in a gap too).
+    let mut markers = 0;
+    for (g, listener) in listeners.iter_mut().enumerate() {
+        let (mut received, mut dropped) = (std::collections::BTreeSet::new(), 0);
+        'marker: loop {
+            publish(json!("end")).await;
+            markers += 1;
+            assert!(markers < 60, "listener {g} got no marker");
+            loop {
+                let frame = listener.next_within(Duration::from_secs(1)).await;
+                let Some(frame) = frame.json().cloned() else {
+                    assert_eq!(frame, Received::Timeout, "listener {g}");
+                    continue 'marker;
+                };
+                match (frame["type"].as_str(), frame["data"]["n"].as_u64()) {
+                    (Some("gap"), _) => dropped += frame["dropped"].as_u64().unwrap(),
+                    (Some("message"), Some(n)) => assert!(received.insert(n), "listener {g}: {n} twice"),
+                    (Some("message"), None) if frame["data"] == "end" => break 'marker,
+                    _ => panic!("listener {g}: unexpected {frame}"),
+                }
+            }
+        }
+        let told = received.len() as u64 + dropped;
+        eprintln!("listener {g}: {} of {STREAM} received, {dropped} announced in gaps", received.len());
+        assert!(
+            told >= STREAM,
+            "listener {g}: {} received + {dropped} in gaps < {STREAM}: lost silently",
+            received.len()
+        );
+        assert!(told <= STREAM + markers, "listener {g}: {dropped} in gaps is more than was published");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,9 @@ use lapin::{
     options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
+use pushgate_protocol::{ChannelName, cluster::BusMessage};
 use pushgate_tests::{Client, TestCluster, WAIT, eventually};
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 
 async fn publish(cluster: &TestCluster, via: usize, envelope: Value) -> Value {
     let (status, body) = cluster.gateways[via].publish(&envelope).await;
@@ -411,4 +412,95 @@ async fn acks_reach_mysql_through_the_dispatcher_and_lifecycle_events_reach_back
     assert!(cut.starts_with("bad_event: ") && cut.ends_with('…') && cut.len() < 1100, "{} bytes of {full}", cut.len());
     let metrics = cluster.dispatchers[0].metrics().await;
     assert!(metrics.contains(r#"pushgate_dead_letters_total{reason="bad_event"} 2"#), "{metrics}");
+}
+
+/// Reads `client`'s frames until it has the message `last` on channel `busy`: the `gap` frames
+/// (channel or `all` → dropped) and how many messages it got with data `missed`.
+async fn gaps_and_missed_until(client: &mut Client, last: &str) -> (HashMap<String, u64>, usize) {
+    let (mut gaps, mut missed) = (HashMap::new(), 0);
+    loop {
+        let frame = client.next().await;
+        let frame = frame.json().unwrap_or_else(|| panic!("expected frames, got {frame:?}")).clone();
+        match frame["type"].as_str() {
+            Some("gap") => {
+                let topic = frame["channel"].as_str().unwrap_or("all").to_owned();
+                assert!(gaps.insert(topic, frame["dropped"].as_u64().unwrap()).is_none(), "one gap per topic: {frame}");
+            }
+            Some("message") if frame["data"] == "missed" => missed += 1,
+            Some("message") if frame["data"] == last && frame["channel"] == "busy" => return (gaps, missed),
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+}
+
+/// Channel and broadcast messages Redis publishes while a node's pub/sub connection is cut never
+/// reach it; the node counts them and tells its sessions in `gap` frames, one per topic, exact.
+/// `quiet` gets nothing after the cut (counted by the checkpoint the node asks for after it
+/// subscribes again) and its count begins again (a new epoch); `busy` goes on (counted by the
+/// number of its next message, or the checkpoint, whichever comes first). A node that was not cut
+/// gets every message and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_bus_connection_is_cut_tells_its_sessions_how_many_messages_they_missed() {
+    let cluster = TestCluster::start(2, 1).await;
+    let mut cut = cluster.gateways[0].connect("cut-off").await;
+    let mut kept = cluster.gateways[1].connect("kept").await;
+    for client in [&mut cut, &mut kept] {
+        for channel in ["busy", "quiet"] {
+            assert_eq!(client.subscribe(channel, None).await["type"], "subscribed");
+        }
+    }
+    // A first message on each topic: where each node's count of the topic starts.
+    for to in [json!({"channel": "busy"}), json!({"channel": "quiet"}), json!({"all": true})] {
+        publish(&cluster, 1, json!({"to": to, "data": "first"})).await;
+    }
+    for client in [&mut cut, &mut kept] {
+        for _ in 0..3 {
+            assert_eq!(client.next_of_type("message").await["data"], "first");
+        }
+    }
+
+    // Node 0 loses its bus connection while 3 messages go to `busy`, 4 to `quiet`, 2 to all;
+    // Redis loses the count of `quiet` meanwhile (as in a restart), so its numbering begins again.
+    let on = |channel: Option<&'static str>, n: usize| {
+        (0..n).map(move |i| BusMessage {
+            id: format!("missed-{}-{i}", channel.unwrap_or("all")),
+            ts: 1,
+            data: RawValue::from_string(r#""missed""#.into()).unwrap(),
+            channel: channel.map(|c| ChannelName::new(c).unwrap()),
+            topic_seq: None,
+            topic_epoch: None,
+        })
+    };
+    let messages: Vec<BusMessage> = on(Some("busy"), 3).chain(on(Some("quiet"), 4)).chain(on(None, 2)).collect();
+    assert_eq!(cluster.cut_bus_and_publish(0, &["quiet"], &messages).await, 1, "node 0 has one bus connection");
+    // Node 0 subscribes again by itself; `quiet` stays quiet, `busy` goes on.
+    eventually(WAIT, "node 0 back on the bus", || async {
+        (cluster.gateways[0].log().matches("subscribed to the Redis bus").count() >= 2).then_some(())
+    })
+    .await;
+    publish(&cluster, 1, json!({"to": {"channel": "busy"}, "data": "after"})).await;
+
+    // Node 0's session is told what it missed on each topic, once, and nothing more.
+    let (mut gaps, missed) = gaps_and_missed_until(&mut cut, "after").await;
+    while gaps.len() < 3 {
+        let frame = cut.expect("gap").await;
+        gaps.insert(frame["channel"].as_str().unwrap_or("all").to_owned(), frame["dropped"].as_u64().unwrap());
+    }
+    assert_eq!(missed, 0);
+    let expected: HashMap<String, u64> = [("busy".into(), 3), ("quiet".into(), 4), ("all".into(), 2)].into();
+    assert_eq!(gaps, expected);
+    // The very next frame is a marker: no gap or message beyond these.
+    publish(&cluster, 1, json!({"to": {"users": ["cut-off"]}, "data": "marker", "persist": false})).await;
+    assert_eq!(cut.expect("message").await["data"], "marker");
+    let g0 = &cluster.gateways[0];
+    assert_eq!(g0.metric("pushgate_bus_missed_total", &[("target", "channel")]).await, 7.0);
+    assert_eq!(g0.metric("pushgate_bus_missed_total", &[("target", "all")]).await, 2.0);
+    assert!(g0.log().contains("this node's connection was cut"), "{}", g0.log());
+
+    // Node 1 was not cut: every message and no gap.
+    let (gaps, missed) = gaps_and_missed_until(&mut kept, "after").await;
+    assert_eq!((gaps, missed), (HashMap::new(), 9));
+    publish(&cluster, 1, json!({"to": {"users": ["kept"]}, "data": "marker", "persist": false})).await;
+    assert_eq!(kept.expect("message").await["data"], "marker");
+    assert_eq!(cluster.gateways[1].metric("pushgate_bus_missed_total", &[("target", "channel")]).await, 0.0);
 }

@@ -305,6 +305,29 @@ impl SessionHandle {
         Pushed::Queued
     }
 
+    /// Announces `dropped` non-durable messages on `channel` (`None`: broadcasts) that never
+    /// reached the session (the node missed them): a `gap` frame, in its place among the
+    /// frames — after those pushed before, before those pushed after. It is queued even past
+    /// the outbox's limits: it is small, and comes at most once per topic per reconnect of the
+    /// node's bus. Returns false when the session is closing.
+    pub fn announce_gap(&self, channel: Option<&ChannelName>, dropped: u64) -> bool {
+        let gap = ServerFrame::Gap { dropped, channel: channel.map(|c| c.as_str().into()) };
+        let out = Outbound::control(gap.encode());
+        let mut outbox = self.0.outbox.lock();
+        if outbox.close.is_some() {
+            return false;
+        }
+        if let Direct::Sent = outbox.write_direct(&out) {
+            return true;
+        }
+        let waker = outbox.enqueue(out);
+        drop(outbox);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
     /// Marks the session as replaying its inbox (before it is registered).
     pub fn begin_replay(&self) {
         let mut outbox = self.0.outbox.lock();
@@ -521,6 +544,26 @@ mod tests {
         let gap = &into[2].frame;
         assert!(std::str::from_utf8(&gap[2..]).unwrap().contains(r#""type":"gap","dropped":1,"channel":"news""#));
         assert!(matches!(h.poll_outbox(&mut cx, &mut VecDeque::new(), &mut written, true), Poll::Pending));
+    }
+
+    #[test]
+    fn a_gap_the_node_announces_takes_its_place_among_the_frames_even_in_a_full_outbox() {
+        let h = handle();
+        let news = ChannelName::new("news").unwrap();
+        assert_eq!(h.push(&frame(0), Some(&news), LIMITS), Pushed::Queued);
+        assert!(h.announce_gap(Some(&news), 3));
+        assert!(h.announce_gap(None, 2));
+        assert_eq!(h.push(&frame(0), Some(&news), LIMITS), Pushed::Dropped, "full: two frames queued");
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut into, mut written) = (VecDeque::new(), 0);
+        assert!(matches!(h.poll_outbox(&mut cx, &mut into, &mut written, true), Poll::Ready(OutboxEvent::Frames(3))));
+        let text: Vec<&str> = into.iter().map(|out| std::str::from_utf8(&out.frame[2..]).unwrap_or("abcd")).collect();
+        assert_eq!(text[0], "cd", "the frame pushed first stays first");
+        assert_eq!(text[1], r#"{"type":"gap","dropped":3,"channel":"news"}"#);
+        assert_eq!(text[2], r#"{"type":"gap","dropped":2}"#);
+        assert!(text[3].contains(r#""type":"gap","dropped":1,"channel":"news""#), "the outbox's own drop");
+        h.request_close(CloseRequest::new(CloseCode::Normal, "bye"));
+        assert!(!h.announce_gap(None, 1), "a closing session is not told");
     }
 
     #[test]
