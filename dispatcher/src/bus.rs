@@ -38,9 +38,14 @@ const COUNT_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// and the message carries both, in one step, so the numbers on a topic come in the order its
 /// subscribers receive them. A count that begins again (Redis lost it in a restart, or it expired
 /// after a quiet day) has a new epoch. `allow-oom`: Redis out of memory still carries the bus, as
-/// a plain PUBLISH did (the count is a few bytes).
+/// a plain PUBLISH did (the count is a few bytes). A key that is not a count (something else wrote
+/// it) leaves the message unnumbered rather than unpublished.
 const PUBLISH_SCRIPT: &str = r#"#!lua flags=allow-oom
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+local n = redis.pcall('HINCRBY', KEYS[1], 'n', 1)
+if type(n) == 'table' then
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
+  return 0
+end
 local epoch
 if n == 1 then
   local now = redis.call('TIME')
@@ -61,7 +66,8 @@ return n
 const CHECKPOINT_SCRIPT: &str = r#"
 local marks = {}
 for i = 2, #KEYS do
-  local count = redis.call('HMGET', KEYS[i], 'epoch', 'n')
+  local count = redis.pcall('HMGET', KEYS[i], 'epoch', 'n')
+  if count.err then count = {} end
   marks[i - 1] = (count[1] or '0') .. ':' .. (count[2] or '0')
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1] .. ' ' .. table.concat(marks, ' '))
@@ -79,7 +85,7 @@ fn topic(keys: &Keys, channel: Option<&ChannelName>) -> String {
 /// The command that publishes a channel or broadcast message on the bus, numbered.
 pub fn publish_command(keys: &Keys, message: &BusMessage) -> redis::Cmd {
     let topic = topic(keys, message.channel.as_ref());
-    debug_assert!(message.topic_seq.is_none(), "the publish script numbers the message");
+    debug_assert!(message.topic_seq.is_none() && message.topic_epoch.is_none(), "the publish script numbers it");
     // A JSON object: the script puts its count's fields after its opening brace.
     let body = message.encode();
     let mut command = redis::cmd("EVAL");
@@ -218,6 +224,7 @@ impl Subscriber {
             url,
             redis,
             checkpoints: keys.checkpoint(node),
+            control: keys.control(),
             keys,
             wanted: HashMap::new(),
             numbering: HashMap::new(),
@@ -254,6 +261,8 @@ struct Actor {
     keys: Keys,
     /// This node's checkpoint channel.
     checkpoints: String,
+    /// The admin actions' channel.
+    control: String,
     wanted: HashMap<ChannelName, Wanted>,
     /// Per topic listened to (`None`: broadcasts).
     numbering: HashMap<Option<ChannelName>, Numbering>,
@@ -300,7 +309,7 @@ impl Actor {
 
     /// Connects and subscribes to every topic the node listens to.
     async fn connect(&mut self) -> Option<redis::aio::PubSub> {
-        let mut topics = vec![self.keys.all(), self.keys.control(), self.checkpoints.clone()];
+        let mut topics = vec![self.keys.all(), self.control.clone(), self.checkpoints.clone()];
         topics.extend(self.wanted.keys().map(|channel| self.keys.channel(channel)));
         let connected = async {
             let client = redis::Client::open(self.url.as_str())?;
@@ -405,7 +414,7 @@ impl Actor {
         if topic == self.checkpoints {
             return self.reached_checkpoint(payload).await;
         }
-        let event = if topic == self.keys.control() {
+        let event = if topic == self.control {
             Control::decode(payload).map(BusEvent::Control)
         } else {
             BusMessage::decode(payload).map(BusEvent::Message)

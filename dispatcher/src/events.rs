@@ -15,7 +15,7 @@ use crate::{
     amqp::Amqp,
     backoff::retry,
     dead_letter,
-    store::{AnyStore, Store},
+    store::{AnyStore, Store, StoreError},
 };
 
 /// Event messages gathered before writing.
@@ -59,8 +59,8 @@ pub async fn run(amqp: Amqp, store: AnyStore, stop: CancellationToken) {
         }
         let (store, merged) = (&store, &merged);
         let written = retry("writing events", &stop, || async move {
-            store.save_acks(&merged.acks, pushgate_protocol::now_ms()).await?;
-            store.log_sessions(&merged.sessions).await
+            store.save_acks(&merged.acks, pushgate_protocol::now_ms()).await.map_err(StoreError::counted)?;
+            store.log_sessions(&merged.sessions).await.map_err(StoreError::counted)
         })
         .await;
         if written.is_none() {

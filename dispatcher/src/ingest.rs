@@ -21,7 +21,6 @@ use crate::{
 
 pub const STORE_BATCH_SECONDS: &str = "pushgate_store_batch_seconds";
 pub const STORE_MESSAGES: &str = "pushgate_store_messages_total";
-pub const STORE_ERRORS: &str = "pushgate_store_errors_total";
 
 /// Named bounds of the write path.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +155,7 @@ async fn append_retrying<S: Store>(
                 return Ok(appended);
             }
             Err(e) => {
-                counter!(STORE_ERRORS, "transient" => e.is_transient().to_string()).increment(1);
+                let e = e.counted();
                 if !e.is_transient() || attempt >= config.max_attempts {
                     return Err(e);
                 }

@@ -28,7 +28,7 @@ use crate::{
     bus,
     dead_letter::{self, Reason},
     presence::Directory,
-    store::{AnyStore, Appended, Store},
+    store::{AnyStore, Appended, Store, StoreError},
 };
 
 pub const INGESTED: &str = "pushgate_ingest_messages_total";
@@ -275,7 +275,7 @@ impl Router {
         let window = self.config.idempotency_window;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
-            match self.store.append(&owned, now_ms(), window).await {
+            match self.store.append(&owned, now_ms(), window).await.map_err(StoreError::counted) {
                 Ok(appended) => return Some(appended.into_iter().map(Ok).collect()),
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "storing a batch failed; retrying");
@@ -288,7 +288,8 @@ impl Router {
                     tracing::warn!(error = %e, "a batch failed; storing its messages one by one");
                     let mut results = Vec::with_capacity(owned.len());
                     for message in &owned {
-                        results.push(match self.store.append(std::slice::from_ref(message), now_ms(), window).await {
+                        let one = self.store.append(std::slice::from_ref(message), now_ms(), window).await;
+                        results.push(match one.map_err(StoreError::counted) {
                             Ok(mut one) => one.pop().ok_or_else(|| Reason::new(STORE, "empty result")),
                             Err(e) => Err(Reason::new(STORE, e)),
                         });

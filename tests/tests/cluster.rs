@@ -2,7 +2,7 @@
 //! RabbitMQ, Redis and MariaDB — several nodes behaving as one pushgate.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use futures_util::{StreamExt, future::join_all};
 use lapin::{
@@ -11,7 +11,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use pushgate_protocol::{ChannelName, cluster::BusMessage};
-use pushgate_tests::{Client, TestCluster, WAIT, eventually};
+use pushgate_tests::{Client, Received, TestCluster, WAIT, eventually, gateway::parse_metric};
 use serde_json::{Value, json, value::RawValue};
 
 async fn publish(cluster: &TestCluster, via: usize, envelope: Value) -> Value {
@@ -503,4 +503,32 @@ async fn a_node_whose_bus_connection_is_cut_tells_its_sessions_how_many_messages
     publish(&cluster, 1, json!({"to": {"users": ["kept"]}, "data": "marker", "persist": false})).await;
     assert_eq!(kept.expect("message").await["data"], "marker");
     assert_eq!(cluster.gateways[1].metric("pushgate_bus_missed_total", &[("target", "channel")]).await, 0.0);
+}
+
+/// The store refuses the dispatcher's statements (the messages table is gone) while it still
+/// answers its health check: the dispatcher counts each refusal as transient in
+/// `pushgate_store_errors_total` and retries, and the durable message published meanwhile is
+/// stored and delivered once the table is back — not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_counts_the_statements_the_store_refuses_and_delivers_once_it_takes_them() {
+    let cluster = TestCluster::start(1, 1).await;
+    let mut client = cluster.gateways[0].connect("patient").await;
+    let pool = sqlx::MySqlPool::connect(&cluster.db.url).await.unwrap();
+    sqlx::query("RENAME TABLE messages TO messages_away").execute(&pool).await.unwrap();
+    publish(&cluster, 0, json!({"to": {"users": ["patient"]}, "data": "waited"})).await;
+    let refused = |metrics: &str, transient: &str| {
+        parse_metric(metrics, "pushgate_store_errors_total", &[("transient", transient)])
+    };
+    eventually(WAIT, "the dispatcher counts refusals", || async {
+        (refused(&cluster.dispatchers[0].metrics().await, "true") >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(client.next_within(Duration::from_millis(200)).await, Received::Timeout, "nothing before it is stored");
+    sqlx::query("RENAME TABLE messages_away TO messages").execute(&pool).await.unwrap();
+    let m = client.next_of_type("message").await;
+    assert_eq!((m["data"].as_str(), m["seq"].as_u64()), (Some("waited"), Some(1)));
+    let metrics = cluster.dispatchers[0].metrics().await;
+    assert_eq!(refused(&metrics, "false"), 0.0, "a missing table is not the data's fault");
+    assert_eq!(parse_metric(&metrics, "pushgate_dead_letters_total", &[]), 0.0);
+    assert!(cluster.dispatchers[0].log().contains("1146"), "the log carries the database's error");
 }

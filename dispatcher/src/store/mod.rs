@@ -19,6 +19,9 @@ use uuid::Uuid;
 
 use crate::Message;
 
+/// Statements the store refused, by whether they are worth retrying (`transient`).
+pub const STORE_ERRORS: &str = "pushgate_store_errors_total";
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +63,12 @@ impl StoreError {
             Self::Database(_) => true,
             Self::Migrate(_) | Self::Corrupt(_) => false,
         }
+    }
+
+    /// Counts the error in `pushgate_store_errors_total`; returns it.
+    pub fn counted(self) -> Self {
+        metrics::counter!(STORE_ERRORS, "transient" => self.is_transient().to_string()).increment(1);
+        self
     }
 }
 
