@@ -289,7 +289,7 @@ impl Actor {
                     waiting.into_iter().for_each(|then| then());
                 }
             }
-            if self.events.send(BusEvent::Connected).await.is_err() {
+            if self.send(BusEvent::Connected).await.is_err() {
                 return;
             }
             checkpoints += 1;

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use lapin::{BasicProperties, message::Delivery, options::BasicAckOptions, types::FieldTable};
 use metrics::counter;
 use pushgate_protocol::{
-    Envelope, EnvelopeLimits, Target, UserId,
+    ChannelName, Envelope, EnvelopeLimits, Target, UserId,
     cluster::{BusMessage, NodeDelivery, NodeMessage, names},
     envelope::MAX_ENVELOPE_ID_LEN,
     now_ms,
@@ -161,22 +161,8 @@ impl Router {
                     };
                     user_messages.push((message, seqs));
                 }
-                Target::Channel(channel) => bus_messages.push(BusMessage {
-                    id: message.id.clone(),
-                    ts: message.ts,
-                    data: message.data.clone(),
-                    channel: Some(channel.clone()),
-                    topic_seq: None,
-                    topic_epoch: None,
-                }),
-                Target::All => bus_messages.push(BusMessage {
-                    id: message.id.clone(),
-                    ts: message.ts,
-                    data: message.data.clone(),
-                    channel: None,
-                    topic_seq: None,
-                    topic_epoch: None,
-                }),
+                Target::Channel(channel) => bus_messages.push(bus_message(message, Some(channel))),
+                Target::All => bus_messages.push(bus_message(message, None)),
             }
         }
         if !user_messages.is_empty() {
@@ -308,5 +294,17 @@ impl Router {
             counter!(INGESTED, "result" => "dead").increment(1);
         }
         sent
+    }
+}
+
+/// A channel (`None`: broadcast) message as it goes on the bus; Redis numbers it there.
+fn bus_message(message: &Message, channel: Option<&ChannelName>) -> BusMessage {
+    BusMessage {
+        id: message.id.clone(),
+        ts: message.ts,
+        data: message.data.clone(),
+        channel: channel.cloned(),
+        topic_seq: None,
+        topic_epoch: None,
     }
 }
